@@ -1,0 +1,173 @@
+/*
+ * ngx_http_quota_module: the types every part of the module shares.
+ *
+ * A location with `quota METER` is gated: in the access phase each
+ * request's scope values (tenant, user, ...) name a set of Redis counters,
+ * one per (scope path, period) limit, and the request's estimated cost is
+ * reserved on all of them at once or on none.
+ */
+
+#ifndef _NGX_HTTP_QUOTA_H_INCLUDED_
+#define _NGX_HTTP_QUOTA_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "quota_period.h"
+#include "quota_money.h"
+#include "quota_key.h"
+#include "quota_json.h"
+
+
+/* limits one location may check per request */
+#define NGX_HTTP_QUOTA_MAX_KEYS      16
+
+/* counters outlive their window by this much, for late settlements */
+#define NGX_HTTP_QUOTA_KEY_GRACE     3600
+
+
+typedef enum {
+    NGX_HTTP_QUOTA_OFF = 0,
+    NGX_HTTP_QUOTA_PENDING,
+    NGX_HTTP_QUOTA_ALLOWED,
+    NGX_HTTP_QUOTA_DENIED,
+    NGX_HTTP_QUOTA_FAIL_OPEN,
+    NGX_HTTP_QUOTA_FAIL_CLOSED,
+    NGX_HTTP_QUOTA_INVALID
+} ngx_http_quota_status_e;
+
+
+#define NGX_HTTP_QUOTA_RESPONSE_JSON  0
+#define NGX_HTTP_QUOTA_RESPONSE_SSE   1
+#define NGX_HTTP_QUOTA_RESPONSE_AUTO  2
+
+#define NGX_HTTP_QUOTA_FAIL_OPEN_POLICY    0
+#define NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY  1
+
+
+/* where a directive was written, for errors found after parsing */
+typedef struct {
+    ngx_str_t                    file;
+    ngx_uint_t                   line;
+} ngx_http_quota_where_t;
+
+
+typedef struct {
+    ngx_str_t                    name;
+    ngx_http_complex_value_t     value;
+    ngx_http_quota_where_t       where;
+} ngx_http_quota_scope_t;
+
+
+typedef struct {
+    ngx_str_t                    scope;
+    quota_period_e               period;
+    int64_t                      limit;          /* micro-dollars */
+    ngx_http_quota_where_t       where;
+} ngx_http_quota_limit_t;
+
+
+/* a limit resolved against the scopes of the location it applies in */
+typedef struct {
+    ngx_uint_t                   depth;          /* 1: first scope */
+    quota_period_e               period;
+    int64_t                      limit;
+} ngx_http_quota_rule_t;
+
+
+/* a USD amount written as a constant or as a complex value */
+typedef struct {
+    int64_t                      fixed;          /* -1: not set */
+    ngx_http_complex_value_t    *cv;
+} ngx_http_quota_amount_t;
+
+
+typedef struct {
+    ngx_flag_t                   enabled;        /* quota_redis given */
+    ngx_str_t                    host;           /* NUL-terminated IP */
+    ngx_int_t                    port;
+    ngx_str_t                    unix_path;      /* NUL-terminated */
+    ngx_str_t                    password;
+    ngx_int_t                    db;
+    ngx_str_t                    prefix;
+    ngx_msec_t                   timeout;
+} ngx_http_quota_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                    meter;          /* empty: not gated */
+    ngx_array_t                 *scopes;         /* ngx_http_quota_scope_t */
+    ngx_array_t                 *limits;         /* ngx_http_quota_limit_t */
+    ngx_array_t                 *rules;          /* ngx_http_quota_rule_t */
+    ngx_http_quota_amount_t      estimate;
+    int64_t                      max_limit;      /* largest rule limit */
+    ngx_uint_t                   response;
+    ngx_uint_t                   fail;
+    ngx_http_quota_where_t       where;          /* of `quota` */
+} ngx_http_quota_loc_conf_t;
+
+
+/* one counter a request reserves on */
+typedef struct {
+    ngx_str_t                    key;
+    ngx_uint_t                   depth;
+    quota_period_e               period;
+    int64_t                      limit;
+    int64_t                      value;          /* after the reservation */
+    time_t                       window_end;
+} ngx_http_quota_key_t;
+
+
+typedef struct ngx_http_quota_txn_s  ngx_http_quota_txn_t;
+
+
+/* per request; survives internal redirects through its pool cleanup */
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_http_quota_loc_conf_t   *conf;
+    ngx_http_quota_status_e      status;
+
+    ngx_http_quota_txn_t        *txn;            /* reservation in flight */
+    ngx_event_t                  timer;          /* bounds the Redis wait */
+
+    int64_t                      estimate;
+    time_t                       now;
+
+    quota_scope_ref_t           *path;           /* scope values */
+    ngx_uint_t                   nscopes;
+
+    ngx_http_quota_key_t        *keys;
+    ngx_uint_t                   nkeys;
+    ngx_uint_t                   tightest;       /* index into keys */
+    ngx_uint_t                   denied;         /* index into keys */
+    time_t                       retry_after;    /* when denied */
+
+    ngx_uint_t                   bad_scope;      /* for NGX_HTTP_QUOTA_INVALID */
+    ngx_uint_t                   bad_status;     /* 403 or 400 */
+
+    unsigned                     sse:1;
+} ngx_http_quota_ctx_t;
+
+
+extern ngx_module_t  ngx_http_quota_module;
+
+
+ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
+ngx_http_quota_ctx_t *ngx_http_quota_create_ctx(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_quota_gate_start(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+ngx_int_t ngx_http_quota_gate_finish(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+
+ngx_int_t ngx_http_quota_send_refusal(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+ngx_int_t ngx_http_quota_set_headers(ngx_http_request_t *r,
+    ngx_http_quota_key_t *k, int64_t spent, time_t now);
+
+ngx_int_t ngx_http_quota_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_QUOTA_H_INCLUDED_ */

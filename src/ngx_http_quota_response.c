@@ -1,0 +1,323 @@
+/*
+ * What the gate tells clients: the 429 with Retry-After when a quota is
+ * spent, the 503 when the quota store cannot be reached and the location
+ * fails closed, the 403/400 for a missing or oversized scope value, each
+ * as JSON or, for streaming clients, as SSE; and the X-Quota-* headers
+ * that let clients slow down before they reach the limit.
+ */
+
+
+#include "ngx_http_quota.h"
+
+
+static ngx_int_t ngx_http_quota_push_header(ngx_http_request_t *r,
+    ngx_str_t *name, u_char *value, size_t len);
+static ngx_int_t ngx_http_quota_push_number(ngx_http_request_t *r,
+    ngx_str_t *name, int64_t v, ngx_uint_t money);
+static ngx_uint_t ngx_http_quota_wants_sse(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+static size_t ngx_http_quota_body(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, char *buf, size_t size);
+
+
+static ngx_str_t  ngx_http_quota_limit_header = ngx_string("X-Quota-Limit-Usd");
+static ngx_str_t  ngx_http_quota_remaining_header =
+    ngx_string("X-Quota-Remaining-Usd");
+static ngx_str_t  ngx_http_quota_reset_header = ngx_string("X-Quota-Reset");
+static ngx_str_t  ngx_http_quota_retry_header = ngx_string("Retry-After");
+
+static ngx_str_t  ngx_http_quota_json_type = ngx_string("application/json");
+static ngx_str_t  ngx_http_quota_sse_type = ngx_string("text/event-stream");
+
+
+ngx_int_t
+ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    char                  *json, *body;
+    size_t                 len, size;
+    time_t                 now;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_chain_t            out;
+    const char            *done;
+    ngx_http_quota_key_t  *k;
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    now = ngx_time();
+
+    switch (ctx->status) {
+
+    case NGX_HTTP_QUOTA_DENIED:
+        k = &ctx->keys[ctx->denied];
+
+        r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        done = "quota_exceeded";
+
+        if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header,
+                                       ctx->retry_after, 0)
+            != NGX_OK
+            || ngx_http_quota_set_headers(r, k, k->value - ctx->estimate, now)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_QUOTA_FAIL_CLOSED:
+        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        done = "quota_unavailable";
+
+        if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header, 1, 0)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        break;
+
+    default: /* NGX_HTTP_QUOTA_INVALID */
+        r->headers_out.status = ctx->bad_status;
+        done = "invalid_scope";
+        break;
+    }
+
+    len = ngx_http_quota_body(r, ctx, NULL, 0);
+
+    json = ngx_pnalloc(r->pool, len);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    (void) ngx_http_quota_body(r, ctx, json, len);
+
+    body = json;
+    size = len;
+
+    if (ngx_http_quota_wants_sse(r, ctx)) {
+        size = quota_sse_wrap(NULL, 0, json, len, done);
+
+        body = ngx_pnalloc(r->pool, size);
+        if (body == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) quota_sse_wrap(body, size, json, len, done);
+
+        r->headers_out.content_type = ngx_http_quota_sse_type;
+
+    } else {
+        r->headers_out.content_type = ngx_http_quota_json_type;
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = size;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = (u_char *) body;
+    b->last = (u_char *) body + size;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static size_t
+ngx_http_quota_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    char *buf, size_t size)
+{
+    u_char                 *p;
+    const char             *error;
+    quota_denial_t          d;
+    quota_scope_ref_t      *s;
+    ngx_http_quota_key_t   *k;
+    u_char                  msg[256];
+
+    switch (ctx->status) {
+
+    case NGX_HTTP_QUOTA_DENIED:
+        k = &ctx->keys[ctx->denied];
+
+        d.meter = ctx->conf->meter.data;
+        d.meter_len = ctx->conf->meter.len;
+        d.path = ctx->path;
+        d.depth = k->depth;
+        d.limit = k->limit;
+        d.spent = k->value - ctx->estimate;
+        d.estimate = ctx->estimate;
+        d.period = k->period;
+        d.retry_after = ctx->retry_after;
+
+        return quota_json_denial(buf, size, &d);
+
+    case NGX_HTTP_QUOTA_FAIL_CLOSED:
+        return quota_json_unavailable(buf, size, ctx->conf->meter.data,
+                                      ctx->conf->meter.len);
+
+    default: /* NGX_HTTP_QUOTA_INVALID */
+        s = &ctx->path[ctx->bad_scope];
+
+        if (ctx->bad_status == NGX_HTTP_FORBIDDEN) {
+            error = "scope_missing";
+            p = ngx_snprintf(msg, sizeof(msg) - 1,
+                             "quota scope \"%*s\" has no value; the request "
+                             "must name its %*s", s->name_len, s->name,
+                             s->name_len, s->name);
+        } else {
+            error = "scope_invalid";
+            p = ngx_snprintf(msg, sizeof(msg) - 1,
+                             "quota scope \"%*s\" is longer than %d bytes",
+                             s->name_len, s->name, QUOTA_KEY_VALUE_MAX);
+        }
+
+        *p = '\0';
+
+        return quota_json_scope_error(buf, size, error, (char *) msg,
+                                      s->name, s->name_len);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    switch (ctx->conf->response) {
+
+    case NGX_HTTP_QUOTA_RESPONSE_JSON:
+        return 0;
+
+    case NGX_HTTP_QUOTA_RESPONSE_SSE:
+        return 1;
+
+    default:
+        break;
+    }
+
+    if (ctx->sse) {
+        return 1;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Accept") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
+                               sizeof("Accept") - 1) == 0
+            && ngx_strlcasestrn(h[i].value.data,
+                                h[i].value.data + h[i].value.len,
+                                (u_char *) "text/event-stream",
+                                sizeof("text/event-stream") - 2)
+               != NULL)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the limit of counter k, what is left of it after spent, and its reset */
+
+ngx_int_t
+ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_key_t *k,
+    int64_t spent, time_t now)
+{
+    if (ngx_http_quota_push_number(r, &ngx_http_quota_limit_header,
+                                   k->limit, 1)
+        != NGX_OK
+        || ngx_http_quota_push_number(r, &ngx_http_quota_remaining_header,
+                                      ngx_max(k->limit - spent, 0), 1)
+           != NGX_OK
+        || ngx_http_quota_push_number(r, &ngx_http_quota_reset_header,
+                                      ngx_max(k->window_end - now, 1), 0)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_quota_push_number(ngx_http_request_t *r, ngx_str_t *name,
+    int64_t v, ngx_uint_t money)
+{
+    u_char  *p;
+    size_t   len;
+
+    p = ngx_pnalloc(r->pool, QUOTA_MONEY_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (money) {
+        len = quota_money_format(v, (char *) p);
+
+    } else {
+        len = ngx_sprintf(p, "%L", v) - p;
+    }
+
+    return ngx_http_quota_push_header(r, name, p, len);
+}
+
+
+static ngx_int_t
+ngx_http_quota_push_header(ngx_http_request_t *r, ngx_str_t *name,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = *name;
+    h->value.data = value;
+    h->value.len = len;
+
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}

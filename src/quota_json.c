@@ -1,0 +1,344 @@
+/*
+ * Response bodies.  Built by hand rather than with jansson: scope values
+ * are arbitrary bytes that jansson refuses unless they are UTF-8, and a
+ * tenant still deserves a readable 429 when its id is not.
+ */
+
+#include <string.h>
+
+#include "quota_json.h"
+#include "quota_money.h"
+
+
+typedef struct {
+    char    *p;
+    size_t   size;
+    size_t   len;
+} quota_out_t;
+
+
+static void
+quota_out_bytes(quota_out_t *o, const void *s, size_t n)
+{
+    if (o->len < o->size) {
+        memcpy(o->p + o->len, s,
+               o->size - o->len < n ? o->size - o->len : n);
+    }
+
+    o->len += n;
+}
+
+
+static void
+quota_out_str(quota_out_t *o, const char *s)
+{
+    quota_out_bytes(o, s, strlen(s));
+}
+
+
+static void
+quota_out_int(quota_out_t *o, int64_t v)
+{
+    char      tmp[24];
+    size_t    n;
+    uint64_t  u;
+
+    n = sizeof(tmp);
+    u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
+
+    do {
+        tmp[--n] = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    if (v < 0) {
+        tmp[--n] = '-';
+    }
+
+    quota_out_bytes(o, tmp + n, sizeof(tmp) - n);
+}
+
+
+static void
+quota_out_money(quota_out_t *o, int64_t micros)
+{
+    char  tmp[QUOTA_MONEY_LEN];
+
+    quota_out_bytes(o, tmp, quota_money_format(micros, tmp));
+}
+
+
+/* length of the valid UTF-8 sequence at s, 0 if there is none */
+static size_t
+quota_utf8_seq(const unsigned char *s, size_t len)
+{
+    size_t         n, i;
+    unsigned char  lo, hi;
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        lo = s[0] == 0xe0 ? 0xa0 : 0x80;
+        hi = s[0] == 0xed ? 0x9f : 0xbf;
+
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        lo = s[0] == 0xf0 ? 0x90 : 0x80;
+        hi = s[0] == 0xf4 ? 0x8f : 0xbf;
+
+    } else {
+        return 0;
+    }
+
+    if (len < n || s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (s[i] < 0x80 || s[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
+}
+
+
+/* the inside of a JSON string literal */
+static void
+quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
+{
+    static const char  hex[] = "0123456789abcdef";
+
+    char    esc[6];
+    size_t  i, n;
+
+    for (i = 0; i < len; /* void */) {
+
+        if (s[i] >= 0x80) {
+            n = quota_utf8_seq(s + i, len - i);
+
+            if (n == 0) {
+                quota_out_str(o, "\\ufffd");
+                i++;
+
+            } else {
+                quota_out_bytes(o, s + i, n);
+                i += n;
+            }
+
+            continue;
+        }
+
+        if (s[i] == '"' || s[i] == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) s[i];
+            quota_out_bytes(o, esc, 2);
+
+        } else if (s[i] < 0x20 || s[i] == 0x7f) {
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[s[i] >> 4];
+            esc[5] = hex[s[i] & 0xf];
+            quota_out_bytes(o, esc, 6);
+
+        } else {
+            quota_out_bytes(o, s + i, 1);
+        }
+
+        i++;
+    }
+}
+
+
+static void
+quota_out_string(quota_out_t *o, const unsigned char *s, size_t len)
+{
+    quota_out_bytes(o, "\"", 1);
+    quota_out_escaped(o, s, len);
+    quota_out_bytes(o, "\"", 1);
+}
+
+
+size_t
+quota_json_string(char *buf, size_t size, const unsigned char *s,
+    size_t len)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_out_string(&o, s, len);
+
+    return o.len;
+}
+
+
+size_t
+quota_json_percent(char *buf, int64_t spent, int64_t limit)
+{
+    int64_t      tenths;
+    quota_out_t  o = { buf, 24, 0 };
+
+    if (spent < 0) {
+        spent = 0;
+    }
+
+    if (spent > QUOTA_MONEY_MAX) {
+        spent = QUOTA_MONEY_MAX;
+    }
+
+    if (limit <= 0) {
+        tenths = 1000;
+
+    } else {
+        tenths = (spent * 1000 + limit / 2) / limit;
+    }
+
+    quota_out_int(&o, tenths / 10);
+    quota_out_bytes(&o, ".", 1);
+    quota_out_int(&o, tenths % 10);
+
+    return o.len;
+}
+
+
+size_t
+quota_json_denial(char *buf, size_t size, const quota_denial_t *d)
+{
+    char                      pct[24];
+    size_t                    i;
+    int64_t                   remaining;
+    quota_out_t               o = { buf, size, 0 };
+    const quota_scope_ref_t  *s;
+
+    s = &d->path[d->depth - 1];
+    remaining = d->limit - d->spent > 0 ? d->limit - d->spent : 0;
+
+    quota_out_str(&o, "{\"error\":\"quota_exceeded\",\"message\":\"");
+    quota_out_escaped(&o, d->meter, d->meter_len);
+    quota_out_str(&o, " quota exceeded for ");
+    quota_out_escaped(&o, s->name, s->name_len);
+    quota_out_str(&o, " ");
+    quota_out_escaped(&o, s->value, s->value_len);
+
+    for (i = d->depth - 1; i > 0; i--) {
+        quota_out_str(&o, " of ");
+        quota_out_escaped(&o, d->path[i - 1].name, d->path[i - 1].name_len);
+        quota_out_str(&o, " ");
+        quota_out_escaped(&o, d->path[i - 1].value,
+                          d->path[i - 1].value_len);
+    }
+
+    quota_out_str(&o, ": limit $");
+    quota_out_money(&o, d->limit);
+    quota_out_str(&o, " per ");
+    quota_out_str(&o, quota_period_name(d->period));
+    quota_out_str(&o, ", spent $");
+    quota_out_money(&o, d->spent);
+    quota_out_str(&o, ", requested $");
+    quota_out_money(&o, d->estimate);
+
+    quota_out_str(&o, "\",\"resourceType\":");
+    quota_out_string(&o, d->meter, d->meter_len);
+    quota_out_str(&o, ",\"quotaDetails\":{\"scope\":");
+    quota_out_string(&o, s->name, s->name_len);
+    quota_out_str(&o, ",\"scopeId\":");
+    quota_out_string(&o, s->value, s->value_len);
+
+    if (d->depth > 1) {
+        quota_out_str(&o, ",\"parentScopes\":{");
+
+        for (i = 0; i + 1 < d->depth; i++) {
+            if (i) {
+                quota_out_bytes(&o, ",", 1);
+            }
+
+            quota_out_string(&o, d->path[i].name, d->path[i].name_len);
+            quota_out_bytes(&o, ":", 1);
+            quota_out_string(&o, d->path[i].value, d->path[i].value_len);
+        }
+
+        quota_out_bytes(&o, "}", 1);
+    }
+
+    quota_out_str(&o, ",\"resourceType\":");
+    quota_out_string(&o, d->meter, d->meter_len);
+    quota_out_str(&o, ",\"limitUsd\":");
+    quota_out_money(&o, d->limit);
+    quota_out_str(&o, ",\"currentSpendUsd\":");
+    quota_out_money(&o, d->spent);
+    quota_out_str(&o, ",\"estimatedCostUsd\":");
+    quota_out_money(&o, d->estimate);
+    quota_out_str(&o, ",\"remainingUsd\":");
+    quota_out_money(&o, remaining);
+    quota_out_str(&o, ",\"period\":\"");
+    quota_out_str(&o, quota_period_name(d->period));
+    quota_out_str(&o, "\",\"utilizationPercent\":");
+    quota_out_bytes(&o, pct, quota_json_percent(pct, d->spent, d->limit));
+    quota_out_str(&o, "},\"retryAfter\":");
+    quota_out_int(&o, d->retry_after);
+    quota_out_str(&o, "}\n");
+
+    return o.len;
+}
+
+
+size_t
+quota_json_scope_error(char *buf, size_t size, const char *error,
+    const char *message, const unsigned char *scope, size_t scope_len)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_out_str(&o, "{\"error\":");
+    quota_out_string(&o, (const unsigned char *) error, strlen(error));
+    quota_out_str(&o, ",\"message\":");
+    quota_out_string(&o, (const unsigned char *) message, strlen(message));
+    quota_out_str(&o, ",\"scope\":");
+    quota_out_string(&o, scope, scope_len);
+    quota_out_str(&o, "}\n");
+
+    return o.len;
+}
+
+
+size_t
+quota_json_unavailable(char *buf, size_t size, const unsigned char *meter,
+    size_t meter_len)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_out_str(&o, "{\"error\":\"quota_unavailable\",\"message\":\"");
+    quota_out_escaped(&o, meter, meter_len);
+    quota_out_str(&o, " quota cannot be checked right now; "
+                      "retry shortly\",\"resourceType\":");
+    quota_out_string(&o, meter, meter_len);
+    quota_out_str(&o, ",\"retryAfter\":1}\n");
+
+    return o.len;
+}
+
+
+size_t
+quota_sse_wrap(char *buf, size_t size, const char *json, size_t json_len,
+    const char *status)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    if (json_len && json[json_len - 1] == '\n') {
+        json_len--;
+    }
+
+    quota_out_str(&o, "event: error\ndata: ");
+    quota_out_bytes(&o, json, json_len);
+    quota_out_str(&o, "\n\nevent: done\ndata: {\"status\":\"");
+    quota_out_str(&o, status);
+    quota_out_str(&o, "\"}\n\n");
+
+    return o.len;
+}

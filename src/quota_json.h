@@ -1,0 +1,70 @@
+/*
+ * The bodies of the module's own responses: the 429 that tells a tenant
+ * what was spent, the limit and when it resets, the 403/400 for a bad
+ * scope value, the 503 when the quota store is out of reach, and the
+ * SSE framing of any of them for streaming clients.  Pure C, no nginx.
+ *
+ * Every writer works like snprintf: it returns the length the whole body
+ * needs and writes no more than size bytes, so a caller sizes the buffer
+ * with a first call on (NULL, 0).
+ */
+
+#ifndef QUOTA_JSON_H
+#define QUOTA_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quota_period.h"
+
+
+typedef struct {
+    const unsigned char  *name;
+    size_t                name_len;
+    const unsigned char  *value;
+    size_t                value_len;
+} quota_scope_ref_t;
+
+
+typedef struct {
+    const unsigned char      *meter;
+    size_t                    meter_len;
+
+    /* path[depth - 1] is the scope that was denied, the rest its parents */
+    const quota_scope_ref_t  *path;
+    size_t                    depth;
+
+    int64_t                   limit;        /* micro-dollars */
+    int64_t                   spent;        /* before this request */
+    int64_t                   estimate;     /* this request */
+    quota_period_e            period;
+    int64_t                   retry_after;  /* seconds */
+} quota_denial_t;
+
+
+size_t quota_json_denial(char *buf, size_t size, const quota_denial_t *d);
+
+/* {"error":error,"message":message,"scope":scope} */
+size_t quota_json_scope_error(char *buf, size_t size, const char *error,
+    const char *message, const unsigned char *scope, size_t scope_len);
+
+/* {"error":"quota_unavailable",...} for fail-closed requests */
+size_t quota_json_unavailable(char *buf, size_t size,
+    const unsigned char *meter, size_t meter_len);
+
+/*
+ * "event: error\ndata: <json>\n\nevent: done\ndata: {"status":..}\n\n";
+ * json must not hold a newline (the writers above end theirs with one,
+ * which is dropped here)
+ */
+size_t quota_sse_wrap(char *buf, size_t size, const char *json,
+    size_t json_len, const char *status);
+
+/* a JSON string literal of any bytes: invalid UTF-8 becomes U+FFFD */
+size_t quota_json_string(char *buf, size_t size, const unsigned char *s,
+    size_t len);
+
+/* per cent with one decimal, "97.0", of spent against limit */
+size_t quota_json_percent(char *buf, int64_t spent, int64_t limit);
+
+#endif /* QUOTA_JSON_H */
