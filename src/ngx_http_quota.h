@@ -151,7 +151,24 @@ typedef struct {
 } ngx_http_quota_ctx_t;
 
 
-extern ngx_module_t  ngx_http_quota_module;
+extern ngx_module_t     ngx_http_quota_module;
+extern ngx_conf_enum_t  ngx_http_quota_response_modes[];
+extern ngx_conf_enum_t  ngx_http_quota_fail_policies[];
+
+
+void *ngx_http_quota_create_main_conf(ngx_conf_t *cf);
+char *ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf);
+void *ngx_http_quota_create_loc_conf(ngx_conf_t *cf);
+char *ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+char *ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_quota(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_quota_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_quota_estimate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);

@@ -135,7 +135,11 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
             continue;
         }
 
-        if (s[i] == '"' || s[i] == '\\') {
+        if (s[i] == '\0') {
+            /* valid JSON, yet refused by many parsers, jsonb among them */
+            quota_out_str(o, "\\ufffd");
+
+        } else if (s[i] == '"' || s[i] == '\\') {
             esc[0] = '\\';
             esc[1] = (char) s[i];
             quota_out_bytes(o, esc, 2);

@@ -1,0 +1,608 @@
+/*
+ * Configuration: parsing the quota_* directives and checking, once every
+ * level is merged, that a gated location is complete.  Mistakes are
+ * reported by `nginx -t` with the directive and the line they are on.
+ */
+
+
+#include "ngx_http_quota.h"
+
+
+static char *ngx_http_quota_resolve(ngx_conf_t *cf,
+    ngx_http_quota_loc_conf_t *qlcf);
+static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_quota_amount_t *amount);
+
+
+ngx_conf_enum_t  ngx_http_quota_response_modes[] = {
+    { ngx_string("json"), NGX_HTTP_QUOTA_RESPONSE_JSON },
+    { ngx_string("sse"), NGX_HTTP_QUOTA_RESPONSE_SSE },
+    { ngx_string("auto"), NGX_HTTP_QUOTA_RESPONSE_AUTO },
+    { ngx_null_string, 0 }
+};
+
+
+ngx_conf_enum_t  ngx_http_quota_fail_policies[] = {
+    { ngx_string("open"), NGX_HTTP_QUOTA_FAIL_OPEN_POLICY },
+    { ngx_string("closed"), NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY },
+    { ngx_null_string, 0 }
+};
+
+
+void *
+ngx_http_quota_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_quota_main_conf_t));
+    if (qmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     qmcf->enabled = 0;
+     *     qmcf->host = { 0, NULL };
+     *     qmcf->unix_path = { 0, NULL };
+     *     qmcf->password = { 0, NULL };
+     *     qmcf->prefix = { 0, NULL };
+     */
+
+    qmcf->db = NGX_CONF_UNSET;
+    qmcf->timeout = NGX_CONF_UNSET_MSEC;
+
+    return qmcf;
+}
+
+
+char *
+ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_quota_main_conf_t  *qmcf = conf;
+
+    ngx_conf_init_value(qmcf->db, 0);
+    ngx_conf_init_msec_value(qmcf->timeout, 50);
+
+    if (qmcf->prefix.data == NULL) {
+        ngx_str_set(&qmcf->prefix, "quota:");
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+void *
+ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf;
+
+    qlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_quota_loc_conf_t));
+    if (qlcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     qlcf->meter = { 0, NULL };
+     *     qlcf->rules = NULL;
+     *     qlcf->estimate.cv = NULL;
+     *     qlcf->max_limit = 0;
+     */
+
+    qlcf->scopes = NGX_CONF_UNSET_PTR;
+    qlcf->limits = NGX_CONF_UNSET_PTR;
+    qlcf->estimate.fixed = NGX_CONF_UNSET;
+    qlcf->response = NGX_CONF_UNSET_UINT;
+    qlcf->fail = NGX_CONF_UNSET_UINT;
+
+    return qlcf;
+}
+
+
+char *
+ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_quota_loc_conf_t  *prev = parent;
+    ngx_http_quota_loc_conf_t  *conf = child;
+
+    if (conf->meter.data == NULL) {
+        conf->meter = prev->meter;
+        conf->where = prev->where;
+    }
+
+    ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
+    ngx_conf_merge_ptr_value(conf->limits, prev->limits, NULL);
+
+    if (conf->estimate.fixed == NGX_CONF_UNSET && conf->estimate.cv == NULL) {
+        conf->estimate = prev->estimate;
+    }
+
+    ngx_conf_merge_uint_value(conf->response, prev->response,
+                              NGX_HTTP_QUOTA_RESPONSE_AUTO);
+    ngx_conf_merge_uint_value(conf->fail, prev->fail,
+                              NGX_HTTP_QUOTA_FAIL_OPEN_POLICY);
+
+    if (conf->meter.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_quota_resolve(cf, conf);
+}
+
+
+#define ngx_http_quota_conf_error(cf, w, fmt, ...)                            \
+    ngx_log_error(NGX_LOG_EMERG, (cf)->log, 0, fmt " in %V:%ui",              \
+                  __VA_ARGS__, &(w)->file, (w)->line)
+
+
+/*
+ * A gated location must be complete: Redis to reserve in, scopes, a
+ * limit for every scope and a scope for every limit, and an estimate.
+ * Limits are resolved here, against the scopes in force where they
+ * apply, since both can be inherited from different levels.
+ */
+
+static char *
+ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
+{
+    ngx_uint_t                   i, j, used;
+    ngx_http_quota_rule_t       *rule, *r;
+    ngx_http_quota_scope_t      *scope;
+    ngx_http_quota_limit_t      *limit;
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_quota_module);
+
+    if (!qmcf->enabled) {
+        ngx_http_quota_conf_error(cf, &qlcf->where,
+                                  "\"quota %V\" needs quota_redis at http "
+                                  "level", &qlcf->meter);
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->scopes == NULL || qlcf->limits == NULL) {
+        ngx_http_quota_conf_error(cf, &qlcf->where,
+                                  "\"quota %V\" needs at least one %s",
+                                  &qlcf->meter,
+                                  qlcf->scopes == NULL ? "quota_scope"
+                                                       : "quota_limit");
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->estimate.fixed == NGX_CONF_UNSET && qlcf->estimate.cv == NULL) {
+        ngx_http_quota_conf_error(cf, &qlcf->where,
+                                  "\"quota %V\" needs a quota_estimate",
+                                  &qlcf->meter);
+        return NGX_CONF_ERROR;
+    }
+
+    scope = qlcf->scopes->elts;
+    limit = qlcf->limits->elts;
+
+    if (qlcf->limits->nelts > NGX_HTTP_QUOTA_MAX_KEYS) {
+        ngx_http_quota_conf_error(cf, &limit[NGX_HTTP_QUOTA_MAX_KEYS].where,
+                                  "too many quota_limit directives "
+                                  "(at most %d)", NGX_HTTP_QUOTA_MAX_KEYS);
+        return NGX_CONF_ERROR;
+    }
+
+    qlcf->rules = ngx_array_create(cf->pool, qlcf->limits->nelts,
+                                   sizeof(ngx_http_quota_rule_t));
+    if (qlcf->rules == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    qlcf->max_limit = 0;
+
+    for (i = 0; i < qlcf->limits->nelts; i++) {
+
+        for (j = 0; j < qlcf->scopes->nelts; j++) {
+            if (ngx_strcmp(limit[i].scope.data, scope[j].name.data) == 0) {
+                break;
+            }
+        }
+
+        if (j == qlcf->scopes->nelts) {
+            ngx_http_quota_conf_error(cf, &limit[i].where,
+                                      "quota_limit names scope \"%V\", "
+                                      "which no quota_scope declares",
+                                      &limit[i].scope);
+            return NGX_CONF_ERROR;
+        }
+
+        r = qlcf->rules->elts;
+
+        for (used = 0; used < qlcf->rules->nelts; used++) {
+            if (r[used].depth == j + 1 && r[used].period == limit[i].period) {
+                ngx_http_quota_conf_error(cf, &limit[i].where,
+                                          "duplicate quota_limit for scope "
+                                          "\"%V\" per %s", &limit[i].scope,
+                                          quota_period_name(limit[i].period));
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        rule = ngx_array_push(qlcf->rules);
+        if (rule == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        rule->depth = j + 1;
+        rule->period = limit[i].period;
+        rule->limit = limit[i].limit;
+
+        qlcf->max_limit = ngx_max(qlcf->max_limit, limit[i].limit);
+    }
+
+    for (j = 0; j < qlcf->scopes->nelts; j++) {
+        r = qlcf->rules->elts;
+
+        for (used = 0; used < qlcf->rules->nelts; used++) {
+            if (r[used].depth == j + 1) {
+                break;
+            }
+        }
+
+        if (used == qlcf->rules->nelts) {
+            ngx_http_quota_conf_error(cf, &scope[j].where,
+                                      "quota_scope \"%V\" has no quota_limit",
+                                      &scope[j].name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w)
+{
+    w->file = cf->conf_file->file.name;
+    w->line = cf->conf_file->line;
+}
+
+
+char *
+ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_quota_main_conf_t  *qmcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value, s;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+
+    if (qmcf->enabled) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: %s in address \"%V\"",
+                           u.err ? u.err : "invalid address", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        qmcf->unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (qmcf->unix_path.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        qmcf->unix_path.len = u.host.len;
+        ngx_memcpy(qmcf->unix_path.data, u.host.data, u.host.len);
+        qmcf->unix_path.data[u.host.len] = '\0';
+
+    } else {
+        if (u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_redis: no address for \"%V\"", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        /* resolved now: hiredis would resolve names blocking the worker */
+
+        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        qmcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                       u.addrs[0].socklen, p,
+                                       NGX_SOCKADDR_STRLEN, 0);
+        p[qmcf->host.len] = '\0';
+        qmcf->host.data = p;
+        qmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            qmcf->timeout = ngx_parse_time(&s, 0);
+
+            if (qmcf->timeout == (ngx_msec_t) NGX_ERROR || qmcf->timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "quota_redis: invalid timeout \"%V\"",
+                                   &s);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            qmcf->password.data = value[i].data + 9;
+            qmcf->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            qmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+
+            if (qmcf->db == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "quota_redis: invalid db \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            qmcf->prefix.data = value[i].data + 7;
+            qmcf->prefix.len = value[i].len - 7;
+
+            for (p = qmcf->prefix.data;
+                 p < qmcf->prefix.data + qmcf->prefix.len;
+                 p++)
+            {
+                if (*p <= ' ' || *p >= 0x7f || *p == '{' || *p == '}') {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "quota_redis: invalid prefix \"%V\"",
+                                       &value[i]);
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    qmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_quota(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (qlcf->meter.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_str_set(&qlcf->meter, "");
+        return NGX_CONF_OK;
+    }
+
+    if (!quota_key_name_valid(value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota: invalid meter name \"%V\" "
+                           "(letters, digits, \"_\" and \"-\")", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    qlcf->meter = value[1];
+    ngx_http_quota_where(cf, &qlcf->where);
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_quota_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_quota_scope_t            *scope;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (!quota_key_name_valid(value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_scope: invalid scope name \"%V\" "
+                           "(letters, digits, \"_\" and \"-\")", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->scopes == NGX_CONF_UNSET_PTR) {
+        qlcf->scopes = ngx_array_create(cf->pool, 4,
+                                        sizeof(ngx_http_quota_scope_t));
+        if (qlcf->scopes == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    scope = qlcf->scopes->elts;
+
+    for (i = 0; i < qlcf->scopes->nelts; i++) {
+        if (ngx_strcmp(scope[i].name.data, value[1].data) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_scope: duplicate scope \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    scope = ngx_array_push(qlcf->scopes);
+    if (scope == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    scope->name = value[1];
+    ngx_http_quota_where(cf, &scope->where);
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &scope->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    int                      period;
+    int64_t                  amount;
+    ngx_str_t               *value;
+    ngx_http_quota_limit_t  *limit;
+
+    value = cf->args->elts;
+
+    if (!quota_key_name_valid(value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: invalid scope name \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (quota_money_parse((char *) value[2].data, value[2].len, &amount)
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: invalid amount \"%V\", expected US "
+                           "dollars such as 12.50 (at most 6 decimals)",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    period = quota_period_parse((char *) value[3].data, value[3].len);
+
+    if (period < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: unknown period \"%V\", expected "
+                           "minute, hour, day, week or month", &value[3]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->limits == NGX_CONF_UNSET_PTR) {
+        qlcf->limits = ngx_array_create(cf->pool, 4,
+                                        sizeof(ngx_http_quota_limit_t));
+        if (qlcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    limit = ngx_array_push(qlcf->limits);
+    if (limit == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->scope = value[1];
+    limit->limit = amount;
+    limit->period = period;
+    ngx_http_quota_where(cf, &limit->where);
+
+    return NGX_CONF_OK;
+}
+
+
+/* a constant amount, checked now, or a complex value read per request */
+
+static char *
+ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_http_quota_amount_t *amount)
+{
+    ngx_str_t                         *name;
+    ngx_http_compile_complex_value_t   ccv;
+
+    name = cf->args->elts;
+
+    if (amount->fixed != NGX_CONF_UNSET || amount->cv != NULL) {
+        return "is duplicate";
+    }
+
+    if (ngx_strlchr(value->data, value->data + value->len, '$') == NULL) {
+        if (quota_money_parse((char *) value->data, value->len,
+                              &amount->fixed)
+            != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%V: invalid amount \"%V\", expected US "
+                               "dollars such as 0.05 (at most 6 decimals) "
+                               "or a variable", &name[0], value);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    amount->cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (amount->cv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = value;
+    ccv.complex_value = amount->cv;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_quota_estimate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    return ngx_http_quota_amount(cf, &value[1], &qlcf->estimate);
+}
