@@ -10,9 +10,13 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
+#include "ngx_http_quota_pg.h"
+#include "ngx_http_quota_ledger.h"
+#include "ngx_http_quota_limits.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_quota_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_quota_header_filter(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_quota_preconfiguration(ngx_conf_t *cf);
@@ -26,6 +30,13 @@ static ngx_command_t  ngx_http_quota_commands[] = {
     { ngx_string("quota_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_quota_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("quota_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_quota_postgres_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -58,16 +69,23 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       0,
       NULL },
 
+    { ngx_string("quota_actual"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_quota_actual_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("quota_response"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_quota_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_quota_loc_conf_t, response),
       ngx_http_quota_response_modes },
 
     { ngx_string("quota_fail"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_quota_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_quota_loc_conf_t, fail),
       ngx_http_quota_fail_policies },
@@ -109,11 +127,14 @@ ngx_module_t  ngx_http_quota_module = {
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
+ngx_connection_t  ngx_http_quota_timer_ident = { .fd = (ngx_socket_t) -1 };
+
 
 static ngx_int_t
 ngx_http_quota_access_handler(ngx_http_request_t *r)
 {
     ngx_http_quota_ctx_t       *ctx;
+    ngx_http_core_loc_conf_t   *clcf;
     ngx_http_quota_loc_conf_t  *qlcf;
 
     if (r != r->main) {
@@ -134,12 +155,43 @@ ngx_http_quota_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    /*
+     * Under "satisfy any" an earlier check has already refused: unless
+     * another lets the request in, which would skip this handler, the
+     * request is refused whatever the gate says, so it is not charged.
+     */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY && r->access_code) {
+        return NGX_DECLINED;
+    }
+
     ctx = ngx_http_quota_create_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_quota_gate_start(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_quota_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_quota_get_ctx(r);
+
+    if (ctx != NULL) {
+        ngx_http_quota_settle(r, ctx);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -154,7 +206,7 @@ ngx_http_quota_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_quota_get_ctx(r);
 
-    if (ctx != NULL && ctx->status == NGX_HTTP_QUOTA_ALLOWED) {
+    if (ctx != NULL && ctx->status == NGX_HTTP_QUOTA_ALLOWED && ctx->nkeys) {
         if (ngx_http_quota_set_headers(r, &ctx->keys[ctx->tightest],
                                        ctx->keys[ctx->tightest].value,
                                        ngx_time())
@@ -203,6 +255,36 @@ ngx_http_quota_postconfiguration(ngx_conf_t *cf)
     ngx_memmove(&h[1], &h[0], (n - 1) * sizeof(ngx_http_handler_pt));
     h[0] = ngx_http_quota_access_handler;
 
+    /*
+     * Under "satisfy any" a check that lets the request in skips the rest
+     * of the access phase, the gate included: the same handler runs again
+     * at the start of the precontent phase, where a request that was
+     * gated already just passes.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_quota_access_handler;
+
+    /*
+     * Log handlers run in registration order: first in line, settlement
+     * is done before access_log reads $quota_actual_usd.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
+    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
+
+    ngx_memmove(&h[1], &h[0], (n - 1) * sizeof(ngx_http_handler_pt));
+    h[0] = ngx_http_quota_log_handler;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_quota_header_filter;
 
@@ -227,12 +309,33 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_quota_redis_init_process(cycle, qmcf);
+    if (ngx_http_quota_redis_init_process(cycle, qmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (qmcf->pg_conninfo.len == 0) {
+        return NGX_OK;
+    }
+
+    /* live limits are sent first when the connection is free, then rows */
+
+    if (ngx_http_quota_limits_init_process(cycle, qmcf) != NGX_OK
+        || ngx_http_quota_ledger_init_process(cycle, qmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_quota_pg_init_process(cycle, &qmcf->pg_conninfo);
 }
 
 
 static void
 ngx_http_quota_exit_process(ngx_cycle_t *cycle)
 {
+    /* the batch in flight is spooled as its connection closes */
+
+    ngx_http_quota_pg_exit_process(cycle);
+    ngx_http_quota_ledger_exit_process(cycle);
+    ngx_http_quota_limits_exit_process(cycle);
     ngx_http_quota_redis_exit_process(cycle);
 }

@@ -46,6 +46,12 @@ typedef enum {
 #define NGX_HTTP_QUOTA_FAIL_OPEN_POLICY    0
 #define NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY  1
 
+/* how the log phase learns what a request cost */
+#define NGX_HTTP_QUOTA_ACTUAL_ESTIMATE     0
+#define NGX_HTTP_QUOTA_ACTUAL_VARIABLE     1
+#define NGX_HTTP_QUOTA_ACTUAL_ELAPSED      2
+#define NGX_HTTP_QUOTA_ACTUAL_USAGE        3
+
 
 /* where a directive was written, for errors found after parsing */
 typedef struct {
@@ -93,6 +99,15 @@ typedef struct {
     ngx_int_t                    db;
     ngx_str_t                    prefix;
     ngx_msec_t                   timeout;
+
+    ngx_str_t                    pg_conninfo;    /* NUL-terminated */
+    ngx_msec_t                   pg_refresh;
+    ngx_msec_t                   pg_flush;
+    ngx_uint_t                   pg_batch;
+    ngx_path_t                  *spool;
+    ngx_shm_zone_t              *limits_zone;
+
+    ngx_int_t                    request_id;     /* variable index */
 } ngx_http_quota_main_conf_t;
 
 
@@ -105,6 +120,8 @@ typedef struct {
     int64_t                      max_limit;      /* largest rule limit */
     ngx_uint_t                   response;
     ngx_uint_t                   fail;
+    ngx_uint_t                   actual;         /* how cost is learned */
+    ngx_http_quota_amount_t      actual_amount;  /* $variable, or rate */
     ngx_http_quota_where_t       where;          /* of `quota` */
 } ngx_http_quota_loc_conf_t;
 
@@ -144,14 +161,22 @@ typedef struct {
     ngx_uint_t                   denied;         /* index into keys */
     time_t                       retry_after;    /* when denied */
 
+    int64_t                      actual;         /* once settled */
+    ngx_uint_t                   upstream_status;
+
     ngx_uint_t                   bad_scope;      /* for NGX_HTTP_QUOTA_INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
 
     unsigned                     sse:1;
+    unsigned                     costed:1;       /* actual is known */
+    unsigned                     settled:1;
 } ngx_http_quota_ctx_t;
 
 
 extern ngx_module_t     ngx_http_quota_module;
+
+/* data of the module's own timers: event debug logs read it as a connection */
+extern ngx_connection_t  ngx_http_quota_timer_ident;
 extern ngx_conf_enum_t  ngx_http_quota_response_modes[];
 extern ngx_conf_enum_t  ngx_http_quota_fail_policies[];
 
@@ -169,6 +194,12 @@ char *ngx_http_quota_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 char *ngx_http_quota_estimate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_quota_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_quota_actual_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
@@ -185,6 +216,10 @@ ngx_int_t ngx_http_quota_set_headers(ngx_http_request_t *r,
     ngx_http_quota_key_t *k, int64_t spent, time_t now);
 
 ngx_int_t ngx_http_quota_add_variables(ngx_conf_t *cf);
+
+int64_t ngx_http_quota_actual(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_QUOTA_H_INCLUDED_ */

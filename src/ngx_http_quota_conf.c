@@ -14,6 +14,7 @@ static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_quota_amount_t *amount);
 
 
+
 ngx_conf_enum_t  ngx_http_quota_response_modes[] = {
     { ngx_string("json"), NGX_HTTP_QUOTA_RESPONSE_JSON },
     { ngx_string("sse"), NGX_HTTP_QUOTA_RESPONSE_SSE },
@@ -27,49 +28,6 @@ ngx_conf_enum_t  ngx_http_quota_fail_policies[] = {
     { ngx_string("closed"), NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY },
     { ngx_null_string, 0 }
 };
-
-
-void *
-ngx_http_quota_create_main_conf(ngx_conf_t *cf)
-{
-    ngx_http_quota_main_conf_t  *qmcf;
-
-    qmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_quota_main_conf_t));
-    if (qmcf == NULL) {
-        return NULL;
-    }
-
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     qmcf->enabled = 0;
-     *     qmcf->host = { 0, NULL };
-     *     qmcf->unix_path = { 0, NULL };
-     *     qmcf->password = { 0, NULL };
-     *     qmcf->prefix = { 0, NULL };
-     */
-
-    qmcf->db = NGX_CONF_UNSET;
-    qmcf->timeout = NGX_CONF_UNSET_MSEC;
-
-    return qmcf;
-}
-
-
-char *
-ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf)
-{
-    ngx_http_quota_main_conf_t  *qmcf = conf;
-
-    ngx_conf_init_value(qmcf->db, 0);
-    ngx_conf_init_msec_value(qmcf->timeout, 50);
-
-    if (qmcf->prefix.data == NULL) {
-        ngx_str_set(&qmcf->prefix, "quota:");
-    }
-
-    return NGX_CONF_OK;
-}
 
 
 void *
@@ -96,6 +54,8 @@ ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
     qlcf->estimate.fixed = NGX_CONF_UNSET;
     qlcf->response = NGX_CONF_UNSET_UINT;
     qlcf->fail = NGX_CONF_UNSET_UINT;
+    qlcf->actual = NGX_CONF_UNSET_UINT;
+    qlcf->actual_amount.fixed = NGX_CONF_UNSET;
 
     return qlcf;
 }
@@ -123,6 +83,15 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_QUOTA_RESPONSE_AUTO);
     ngx_conf_merge_uint_value(conf->fail, prev->fail,
                               NGX_HTTP_QUOTA_FAIL_OPEN_POLICY);
+
+    if (conf->actual == NGX_CONF_UNSET_UINT) {
+        conf->actual = prev->actual;
+        conf->actual_amount = prev->actual_amount;
+    }
+
+    if (conf->actual == NGX_CONF_UNSET_UINT) {
+        conf->actual = NGX_HTTP_QUOTA_ACTUAL_ESTIMATE;
+    }
 
     if (conf->meter.len == 0) {
         return NGX_CONF_OK;
@@ -262,135 +231,6 @@ ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w)
 {
     w->file = cf->conf_file->file.name;
     w->line = cf->conf_file->line;
-}
-
-
-char *
-ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_quota_main_conf_t  *qmcf = conf;
-
-    u_char      *p;
-    ngx_str_t   *value, s;
-    ngx_url_t    u;
-    ngx_uint_t   i;
-
-    if (qmcf->enabled) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = value[1];
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "quota_redis: %s in address \"%V\"",
-                           u.err ? u.err : "invalid address", &u.url);
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.family == AF_UNIX) {
-        qmcf->unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-        if (qmcf->unix_path.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        qmcf->unix_path.len = u.host.len;
-        ngx_memcpy(qmcf->unix_path.data, u.host.data, u.host.len);
-        qmcf->unix_path.data[u.host.len] = '\0';
-
-    } else {
-        if (u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "quota_redis: no address for \"%V\"", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        /* resolved now: hiredis would resolve names blocking the worker */
-
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        qmcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                       u.addrs[0].socklen, p,
-                                       NGX_SOCKADDR_STRLEN, 0);
-        p[qmcf->host.len] = '\0';
-        qmcf->host.data = p;
-        qmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            qmcf->timeout = ngx_parse_time(&s, 0);
-
-            if (qmcf->timeout == (ngx_msec_t) NGX_ERROR || qmcf->timeout == 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "quota_redis: invalid timeout \"%V\"",
-                                   &s);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            qmcf->password.data = value[i].data + 9;
-            qmcf->password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            qmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-
-            if (qmcf->db == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "quota_redis: invalid db \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            qmcf->prefix.data = value[i].data + 7;
-            qmcf->prefix.len = value[i].len - 7;
-
-            for (p = qmcf->prefix.data;
-                 p < qmcf->prefix.data + qmcf->prefix.len;
-                 p++)
-            {
-                if (*p <= ' ' || *p >= 0x7f || *p == '{' || *p == '}') {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "quota_redis: invalid prefix \"%V\"",
-                                       &value[i]);
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "quota_redis: invalid parameter \"%V\"",
-                           &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    qmcf->enabled = 1;
-
-    return NGX_CONF_OK;
 }
 
 
@@ -605,4 +445,100 @@ ngx_http_quota_estimate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     return ngx_http_quota_amount(cf, &value[1], &qlcf->estimate);
+}
+
+
+char *
+ngx_http_quota_actual_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (qlcf->actual != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "estimate") == 0 && cf->args->nelts == 2) {
+        qlcf->actual = NGX_HTTP_QUOTA_ACTUAL_ESTIMATE;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "elapsed") == 0) {
+        if (cf->args->nelts != 3
+            || quota_money_parse((char *) value[2].data, value[2].len,
+                                 &qlcf->actual_amount.fixed)
+               != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_actual: \"elapsed\" needs a rate in "
+                               "US dollars per second, such as 0.0001");
+            return NGX_CONF_ERROR;
+        }
+
+        qlcf->actual = NGX_HTTP_QUOTA_ACTUAL_ELAPSED;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].data[0] == '$' && cf->args->nelts == 2) {
+        qlcf->actual = NGX_HTTP_QUOTA_ACTUAL_VARIABLE;
+        return ngx_http_quota_amount(cf, &value[1], &qlcf->actual_amount);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "quota_actual: invalid value \"%V\", expected "
+                       "\"estimate\", a $variable in US dollars, or "
+                       "\"elapsed RATE\"", &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* ngx_conf_set_enum_slot, with an error that names the directive */
+
+char *
+ngx_http_quota_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    u_char           *last;
+    ngx_str_t        *value;
+    ngx_uint_t        i, *np;
+    ngx_conf_enum_t  *e;
+    u_char            expected[128];
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    last = expected;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        last = ngx_slprintf(last, expected + sizeof(expected), "%s\"%V\"",
+                            i == 0 ? "" : (e[i + 1].name.len ? ", " : " or "),
+                            &e[i].name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "%V: invalid value \"%V\", expected %*s",
+                       &cmd->name, &value[1], last - expected, expected);
+
+    return NGX_CONF_ERROR;
 }

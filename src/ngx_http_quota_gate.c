@@ -14,6 +14,7 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
+#include "ngx_http_quota_limits.h"
 
 
 struct ngx_http_quota_txn_s {
@@ -131,8 +132,16 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->estimate = ngx_http_quota_gate_estimate(r, ctx);
 
-    if (ngx_http_quota_gate_keys(r, ctx) != NGX_OK) {
+    if (ngx_http_quota_gate_keys(r, ctx) != NGX_OK
+        || ngx_http_quota_limits_apply(r, ctx) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->nkeys == 0) {
+        /* every limit of the request is exempt */
+        ctx->status = NGX_HTTP_QUOTA_ALLOWED;
+        return NGX_DECLINED;
     }
 
     if (ngx_http_quota_redis_usable() != NGX_OK) {

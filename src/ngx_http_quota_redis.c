@@ -2,20 +2,13 @@
  * The worker's Redis connection: a hiredis async context on nginx's event
  * loop, reconnected with backoff, and watched so that a frozen or dead
  * Redis costs requests no more than their timeout.
- *
- * The adapter registers the hiredis socket level-triggered with nginx's
- * event module.  hiredis reads at most 16 KiB per call and only writes
- * when told the socket is writable, so edge-triggered registration would
- * strand replies in the kernel and commands in hiredis' buffer.
  */
 
 
 #include <poll.h>
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-
 #include "ngx_http_quota_redis.h"
+#include "ngx_http_quota_hiredis.h"
 #include "quota_resp.h"
 
 
@@ -25,6 +18,18 @@
 #define NGX_HTTP_QUOTA_REDIS_BACKOFF_MAX   1000
 #define NGX_HTTP_QUOTA_REDIS_WATCHDOG      1000
 #define NGX_HTTP_QUOTA_REDIS_DRAIN         1000
+
+/* settlements kept while Redis is away, at most */
+#define NGX_HTTP_QUOTA_REDIS_BACKLOG_MAX   100000
+
+
+typedef struct ngx_http_quota_backlog_s  ngx_http_quota_backlog_t;
+
+struct ngx_http_quota_backlog_s {
+    ngx_http_quota_backlog_t     *next;
+    ngx_uint_t                    n;
+    ngx_http_quota_incr_t         incr[1];
+};
 
 
 typedef struct {
@@ -43,6 +48,11 @@ typedef struct {
     u_char                       *buf;         /* command scratch */
     size_t                        size;
 
+    ngx_http_quota_backlog_t     *backlog;     /* oldest first */
+    ngx_http_quota_backlog_t     *backlog_last;
+    ngx_uint_t                    backlogged;
+    ngx_uint_t                    dropped;
+
     unsigned                      connected:1;
     unsigned                      exiting:1;
 } ngx_http_quota_redis_t;
@@ -51,13 +61,6 @@ typedef struct {
 static void ngx_http_quota_redis_connect(void);
 static void ngx_http_quota_redis_retry(void);
 static void ngx_http_quota_redis_log_failure(const char *err);
-static ngx_int_t ngx_http_quota_redis_attach(redisAsyncContext *ac);
-static void ngx_http_quota_redis_event(ngx_event_t *ev);
-static void ngx_http_quota_redis_add_read(void *data);
-static void ngx_http_quota_redis_del_read(void *data);
-static void ngx_http_quota_redis_add_write(void *data);
-static void ngx_http_quota_redis_del_write(void *data);
-static void ngx_http_quota_redis_cleanup(void *data);
 static void ngx_http_quota_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_quota_redis_on_disconnect(const redisAsyncContext *ac,
@@ -68,7 +71,11 @@ static void ngx_http_quota_redis_exec_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_quota_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev);
+static void ngx_http_quota_redis_gone(void);
 static void ngx_http_quota_redis_drain(void);
+static ngx_int_t ngx_http_quota_redis_keep(ngx_http_quota_incr_t *incr,
+    ngx_uint_t n);
+static void ngx_http_quota_redis_replay(void);
 
 
 static ngx_http_quota_redis_t  ngx_http_quota_redis;
@@ -91,12 +98,12 @@ ngx_http_quota_redis_init_process(ngx_cycle_t *cycle,
 
     rd->reconnect.handler = ngx_http_quota_redis_reconnect_handler;
     rd->reconnect.log = cycle->log;
-    rd->reconnect.data = rd;
+    rd->reconnect.data = &ngx_http_quota_timer_ident;
     rd->reconnect.cancelable = 1;
 
     rd->watchdog.handler = ngx_http_quota_redis_watchdog_handler;
     rd->watchdog.log = cycle->log;
-    rd->watchdog.data = rd;
+    rd->watchdog.data = &ngx_http_quota_timer_ident;
     rd->watchdog.cancelable = 1;
 
     ngx_http_quota_redis_connect();
@@ -133,6 +140,18 @@ ngx_http_quota_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rd->ac) {
         redisAsyncFree(rd->ac);
+    }
+
+    if (rd->backlogged) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "quota: %ui settlements never reached redis",
+                      rd->backlogged);
+    }
+
+    while (rd->backlog) {
+        rd->backlog_last = rd->backlog->next;
+        ngx_free(rd->backlog);
+        rd->backlog = rd->backlog_last;
     }
 
     if (rd->buf) {
@@ -210,8 +229,13 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
 
     rd = &ngx_http_quota_redis;
 
-    if (rd->ac == NULL || n == 0 || n > NGX_HTTP_QUOTA_MAX_KEYS) {
+    if (n == 0 || n > NGX_HTTP_QUOTA_MAX_KEYS) {
         return NGX_ERROR;
+    }
+
+    if (rd->ac == NULL) {
+        /* nobody waits on a write without op: keep it for later */
+        return op ? NGX_ERROR : ngx_http_quota_redis_keep(incr, n);
     }
 
     len = quota_resp_len(&multi, 1) + quota_resp_len(&exec, 1);
@@ -375,7 +399,10 @@ ngx_http_quota_redis_connect(void)
         return;
     }
 
-    if (ngx_http_quota_redis_attach(ac) != NGX_OK) {
+    if (ngx_http_quota_hiredis_attach(ac, rd->log,
+                                      ngx_http_quota_redis_gone)
+        != NGX_OK)
+    {
         redisAsyncFree(ac);
         ngx_http_quota_redis_retry();
         return;
@@ -505,6 +532,8 @@ ngx_http_quota_redis_on_connect(const redisAsyncContext *ac, int status)
 
     rd->connected = 1;
     rd->failures = 0;
+
+    ngx_http_quota_redis_replay();
 }
 
 
@@ -546,142 +575,14 @@ ngx_http_quota_redis_setup_reply(redisAsyncContext *ac, void *data,
 }
 
 
-/* the event-loop adapter */
+/* the context is being freed by hiredis: forget it and try again later */
 
-
-static ngx_int_t
-ngx_http_quota_redis_attach(redisAsyncContext *ac)
+static void
+ngx_http_quota_redis_gone(void)
 {
-    ngx_connection_t        *c;
     ngx_http_quota_redis_t  *rd;
 
     rd = &ngx_http_quota_redis;
-
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
-        return NGX_ERROR;
-    }
-
-    c->data = ac;
-    c->read->handler = ngx_http_quota_redis_event;
-    c->write->handler = ngx_http_quota_redis_event;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-
-    ac->ev.data = c;
-    ac->ev.addRead = ngx_http_quota_redis_add_read;
-    ac->ev.delRead = ngx_http_quota_redis_del_read;
-    ac->ev.addWrite = ngx_http_quota_redis_add_write;
-    ac->ev.delWrite = ngx_http_quota_redis_del_write;
-    ac->ev.cleanup = ngx_http_quota_redis_cleanup;
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_quota_redis_event(ngx_event_t *ev)
-{
-    ngx_connection_t   *c;
-    redisAsyncContext  *ac;
-
-    c = ev->data;
-    ac = c->data;
-
-    /* either call may free ac and c: touch neither afterwards */
-
-    if (ev->write) {
-        redisAsyncHandleWrite(ac);
-
-    } else {
-        redisAsyncHandleRead(ac);
-    }
-}
-
-
-static void
-ngx_http_quota_redis_add_read(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (!c->read->active
-        && ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                      "quota: could not watch the redis socket");
-    }
-}
-
-
-static void
-ngx_http_quota_redis_del_read(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_quota_redis_add_write(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (!c->write->active
-        && ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
-           != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
-                      "quota: could not watch the redis socket");
-    }
-}
-
-
-static void
-ngx_http_quota_redis_del_write(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-/*
- * hiredis calls this on its way to freeing the context, and closes the
- * socket itself right after: release the nginx connection without
- * closing the descriptor
- */
-
-static void
-ngx_http_quota_redis_cleanup(void *data)
-{
-    ngx_connection_t        *c = data;
-    ngx_http_quota_redis_t  *rd;
-
-    rd = &ngx_http_quota_redis;
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
 
     rd->ac = NULL;
     rd->connected = 0;
@@ -743,5 +644,100 @@ ngx_http_quota_redis_drain(void)
         if (rd->ac && (pfd.revents & (POLLIN|POLLERR|POLLHUP))) {
             redisAsyncHandleRead(rd->ac);
         }
+    }
+}
+
+
+/*
+ * Writes nobody waits for (settlements, refunds) made while Redis is away
+ * are kept, up to a bound, and sent once it is back: a request let
+ * through during an outage is still charged.
+ */
+
+static ngx_int_t
+ngx_http_quota_redis_keep(ngx_http_quota_incr_t *incr, ngx_uint_t n)
+{
+    u_char                    *p;
+    size_t                     size;
+    ngx_uint_t                 i;
+    ngx_http_quota_redis_t    *rd;
+    ngx_http_quota_backlog_t  *b;
+
+    rd = &ngx_http_quota_redis;
+
+    if (rd->backlogged >= NGX_HTTP_QUOTA_REDIS_BACKLOG_MAX) {
+        if (rd->dropped++ % 1000 == 0) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "quota: redis backlog full, %ui settlements "
+                          "dropped", rd->dropped);
+        }
+
+        return NGX_ERROR;
+    }
+
+    size = sizeof(ngx_http_quota_backlog_t)
+           + (n - 1) * sizeof(ngx_http_quota_incr_t);
+
+    for (i = 0; i < n; i++) {
+        size += incr[i].key.len;
+    }
+
+    b = ngx_alloc(size, rd->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->next = NULL;
+    b->n = n;
+
+    p = (u_char *) &b->incr[n];
+
+    for (i = 0; i < n; i++) {
+        b->incr[i] = incr[i];
+        b->incr[i].key.data = p;
+        p = ngx_cpymem(p, incr[i].key.data, incr[i].key.len);
+    }
+
+    if (rd->backlog_last) {
+        rd->backlog_last->next = b;
+
+    } else {
+        rd->backlog = b;
+    }
+
+    rd->backlog_last = b;
+    rd->backlogged++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_quota_redis_replay(void)
+{
+    ngx_http_quota_redis_t    *rd;
+    ngx_http_quota_backlog_t  *b;
+
+    rd = &ngx_http_quota_redis;
+
+    if (rd->backlogged) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "quota: sending %ui settlements kept while redis was "
+                      "away", rd->backlogged);
+    }
+
+    while (rd->backlog && rd->ac) {
+        b = rd->backlog;
+        rd->backlog = b->next;
+
+        if (rd->backlog == NULL) {
+            rd->backlog_last = NULL;
+        }
+
+        rd->backlogged--;
+
+        (void) ngx_http_quota_redis_incr(b->incr, b->n, NULL);
+
+        ngx_free(b);
     }
 }

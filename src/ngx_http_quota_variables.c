@@ -17,6 +17,7 @@ static ngx_int_t ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
 
 #define NGX_HTTP_QUOTA_VAR_ESTIMATE   0
 #define NGX_HTTP_QUOTA_VAR_REMAINING  1
+#define NGX_HTTP_QUOTA_VAR_ACTUAL     2
 
 
 static ngx_http_variable_t  ngx_http_quota_vars[] = {
@@ -31,6 +32,10 @@ static ngx_http_variable_t  ngx_http_quota_vars[] = {
 
     { ngx_string("quota_remaining_usd"), NULL,
       ngx_http_quota_money_variable, NGX_HTTP_QUOTA_VAR_REMAINING,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("quota_actual_usd"), NULL,
+      ngx_http_quota_money_variable, NGX_HTTP_QUOTA_VAR_ACTUAL,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("quota_retry_after"), NULL,
@@ -107,7 +112,16 @@ ngx_http_quota_money_variable(ngx_http_request_t *r,
     if (data == NGX_HTTP_QUOTA_VAR_ESTIMATE) {
         micros = ctx->estimate;
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_ALLOWED) {
+    } else if (data == NGX_HTTP_QUOTA_VAR_ACTUAL) {
+        /* known once the request is over: settled before access_log */
+        if (!ctx->costed) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        micros = ctx->actual;
+
+    } else if (ctx->status == NGX_HTTP_QUOTA_ALLOWED && ctx->nkeys) {
         k = &ctx->keys[ctx->tightest];
         micros = ngx_max(k->limit - k->value, 0);
 

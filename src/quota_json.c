@@ -10,14 +10,7 @@
 #include "quota_money.h"
 
 
-typedef struct {
-    char    *p;
-    size_t   size;
-    size_t   len;
-} quota_out_t;
-
-
-static void
+void
 quota_out_bytes(quota_out_t *o, const void *s, size_t n)
 {
     if (o->len < o->size) {
@@ -29,14 +22,14 @@ quota_out_bytes(quota_out_t *o, const void *s, size_t n)
 }
 
 
-static void
+void
 quota_out_str(quota_out_t *o, const char *s)
 {
     quota_out_bytes(o, s, strlen(s));
 }
 
 
-static void
+void
 quota_out_int(quota_out_t *o, int64_t v)
 {
     char      tmp[24];
@@ -59,7 +52,7 @@ quota_out_int(quota_out_t *o, int64_t v)
 }
 
 
-static void
+void
 quota_out_money(quota_out_t *o, int64_t micros)
 {
     char  tmp[QUOTA_MONEY_LEN];
@@ -68,9 +61,8 @@ quota_out_money(quota_out_t *o, int64_t micros)
 }
 
 
-/* length of the valid UTF-8 sequence at s, 0 if there is none */
-static size_t
-quota_utf8_seq(const unsigned char *s, size_t len)
+size_t
+quota_utf8_len(const unsigned char *s, size_t len)
 {
     size_t         n, i;
     unsigned char  lo, hi;
@@ -121,7 +113,7 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
     for (i = 0; i < len; /* void */) {
 
         if (s[i] >= 0x80) {
-            n = quota_utf8_seq(s + i, len - i);
+            n = quota_utf8_len(s + i, len - i);
 
             if (n == 0) {
                 quota_out_str(o, "\\ufffd");
@@ -162,7 +154,7 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
 }
 
 
-static void
+void
 quota_out_string(quota_out_t *o, const unsigned char *s, size_t len)
 {
     quota_out_bytes(o, "\"", 1);

@@ -18,6 +18,17 @@
 #include "quota_period.h"
 
 
+/*
+ * A bounded writer: bytes past size are counted, not written, so len is
+ * always the length the whole output needs.
+ */
+typedef struct {
+    char                 *p;
+    size_t                size;
+    size_t                len;
+} quota_out_t;
+
+
 typedef struct {
     const unsigned char  *name;
     size_t                name_len;
@@ -63,6 +74,17 @@ size_t quota_sse_wrap(char *buf, size_t size, const char *json,
 /* a JSON string literal of any bytes: invalid UTF-8 becomes U+FFFD */
 size_t quota_json_string(char *buf, size_t size, const unsigned char *s,
     size_t len);
+
+void quota_out_bytes(quota_out_t *o, const void *s, size_t n);
+void quota_out_str(quota_out_t *o, const char *s);
+void quota_out_int(quota_out_t *o, int64_t v);
+void quota_out_money(quota_out_t *o, int64_t micros);
+
+/* a JSON string literal, quotes included */
+void quota_out_string(quota_out_t *o, const unsigned char *s, size_t len);
+
+/* length of the valid UTF-8 sequence that starts s, 0 if none does */
+size_t quota_utf8_len(const unsigned char *s, size_t len);
 
 /* per cent with one decimal, "97.0", of spent against limit */
 size_t quota_json_percent(char *buf, int64_t spent, int64_t limit);

@@ -1,0 +1,261 @@
+/*
+ * Settlement, in the log phase, once the response has gone: what did the
+ * request really cost?  Redis is corrected by (actual - estimate) on the
+ * very counters the reservation used, and the request's ledger row is
+ * queued for PostgreSQL.
+ *
+ * A request the upstream did not serve (no upstream response, 502, 503,
+ * 504, or any status >= 500 with no reported cost) costs nothing and its
+ * reservation is returned.  A served request whose cost cannot be read
+ * is charged its estimate, never nothing.  A request let through while
+ * Redis was down or slow reserved nothing, so it is charged in full once
+ * Redis takes writes again.
+ */
+
+
+#include "ngx_http_quota.h"
+#include "ngx_http_quota_redis.h"
+#include "ngx_http_quota_ledger.h"
+#include "quota_row.h"
+
+
+static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
+    ngx_msec_t *elapsed);
+static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, int64_t delta);
+static void ngx_http_quota_settle_ledger(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+
+
+static const char  *ngx_http_quota_decisions[] = {
+    "off", "abandoned", "allowed", "denied", "fail_open", "fail_closed",
+    "invalid"
+};
+
+
+int64_t
+ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    int64_t                     cost;
+    ngx_str_t                   value;
+    ngx_msec_t                  elapsed;
+    ngx_http_quota_loc_conf_t  *qlcf;
+
+    if (ctx->costed) {
+        return ctx->actual;
+    }
+
+    ctx->costed = 1;
+    ctx->actual = 0;
+    ctx->upstream_status = ngx_http_quota_upstream(r, &elapsed);
+
+    if (ctx->status != NGX_HTTP_QUOTA_ALLOWED
+        && ctx->status != NGX_HTTP_QUOTA_FAIL_OPEN)
+    {
+        return 0;
+    }
+
+    if (ctx->upstream_status == 0
+        || ctx->upstream_status == NGX_HTTP_BAD_GATEWAY
+        || ctx->upstream_status == NGX_HTTP_SERVICE_UNAVAILABLE
+        || ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT)
+    {
+        return 0;
+    }
+
+    qlcf = ctx->conf;
+
+    switch (qlcf->actual) {
+
+    case NGX_HTTP_QUOTA_ACTUAL_VARIABLE:
+        if (ngx_http_complex_value(r, qlcf->actual_amount.cv, &value)
+                == NGX_OK
+            && quota_money_parse((char *) value.data, value.len, &cost) == 0)
+        {
+            ctx->actual = cost;
+            return cost;
+        }
+
+        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return 0;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "quota: no cost reported (\"%V\"), charging the "
+                      "estimate", &value);
+        break;
+
+    case NGX_HTTP_QUOTA_ACTUAL_ELAPSED:
+        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return 0;
+        }
+
+        /* rate is micro-dollars per second; round up to the micro-dollar */
+        cost = qlcf->actual_amount.fixed;
+        ctx->actual = (int64_t) (elapsed / 1000) * cost
+                      + ((int64_t) (elapsed % 1000) * cost + 999) / 1000;
+        ctx->actual = ngx_min(ctx->actual, QUOTA_MONEY_MAX);
+        return ctx->actual;
+
+    default:
+        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return 0;
+        }
+
+        break;
+    }
+
+    ctx->actual = ctx->estimate;
+
+    return ctx->actual;
+}
+
+
+void
+ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    int64_t                      actual;
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    if (ctx->settled || ctx->status == NGX_HTTP_QUOTA_INVALID) {
+        return;
+    }
+
+    ctx->settled = 1;
+
+    actual = ngx_http_quota_actual(r, ctx);
+
+    if (ctx->status == NGX_HTTP_QUOTA_ALLOWED) {
+        ngx_http_quota_settle_redis(r, ctx, actual - ctx->estimate);
+
+    } else if (ctx->status == NGX_HTTP_QUOTA_FAIL_OPEN) {
+        ngx_http_quota_settle_redis(r, ctx, actual);
+    }
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+
+    if (qmcf->pg_conninfo.len) {
+        ngx_http_quota_settle_ledger(r, ctx);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed)
+{
+    ngx_uint_t                  i;
+    ngx_http_upstream_state_t  *state;
+
+    *elapsed = 0;
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        return 0;
+    }
+
+    state = r->upstream_states->elts;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].response_time != (ngx_msec_t) -1) {
+            *elapsed += state[i].response_time;
+        }
+    }
+
+    return state[r->upstream_states->nelts - 1].status;
+}
+
+
+static void
+ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    int64_t delta)
+{
+    ngx_uint_t              i;
+    ngx_http_quota_incr_t   incr[NGX_HTTP_QUOTA_MAX_KEYS];
+
+    if (delta == 0 || ctx->nkeys == 0) {
+        return;
+    }
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        incr[i].key = ctx->keys[i].key;
+        incr[i].delta = delta;
+        incr[i].expire_ms = ((int64_t) ctx->keys[i].window_end
+                             + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+    }
+
+    if (ngx_http_quota_redis_incr(incr, ctx->nkeys, NULL) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "quota: settlement of %L on \"%V\" lost", delta,
+                      &ctx->keys[0].key);
+    }
+}
+
+
+static void
+ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    u_char                      *id;
+    char                        *json;
+    size_t                       len;
+    ngx_uint_t                   i;
+    quota_row_t                  row;
+    ngx_http_variable_value_t   *rid;
+    ngx_http_quota_main_conf_t  *qmcf;
+    quota_row_limit_t            limits[NGX_HTTP_QUOTA_MAX_KEYS];
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+
+    rid = ngx_http_get_indexed_variable(r, qmcf->request_id);
+
+    if (rid == NULL || rid->not_found) {
+        return;
+    }
+
+    /* unique across hosts: the host name, then nginx's random id */
+
+    id = ngx_pnalloc(r->pool, ngx_cycle->hostname.len + 1 + rid->len);
+    if (id == NULL) {
+        return;
+    }
+
+    ngx_memzero(&row, sizeof(quota_row_t));
+
+    row.request_id = id;
+    row.request_id_len = ngx_sprintf(id, "%V:%*s", &ngx_cycle->hostname,
+                                     (size_t) rid->len, rid->data) - id;
+    row.host = ngx_cycle->hostname.data;
+    row.host_len = ngx_cycle->hostname.len;
+    row.meter = ctx->conf->meter.data;
+    row.meter_len = ctx->conf->meter.len;
+    row.ts_ms = (int64_t) r->start_sec * 1000 + r->start_msec;
+    row.scopes = ctx->path;
+    row.nscopes = ctx->nscopes;
+    row.decision = ngx_http_quota_decisions[ctx->status];
+    row.estimated = ctx->estimate;
+    row.actual = ngx_http_quota_actual(r, ctx);
+    row.upstream_status = (int) ctx->upstream_status;
+    row.http_status = (int) (r->err_status ? r->err_status
+                                           : r->headers_out.status);
+    row.prompt_tokens = -1;
+    row.completion_tokens = -1;
+    row.cached_tokens = -1;
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        limits[i].depth = ctx->keys[i].depth;
+        limits[i].period = ctx->keys[i].period;
+        limits[i].limit = ctx->keys[i].limit;
+    }
+
+    row.limits = limits;
+    row.nlimits = ctx->nkeys;
+
+    len = quota_row_json(NULL, 0, &row);
+
+    json = ngx_pnalloc(r->pool, len);
+    if (json == NULL) {
+        return;
+    }
+
+    (void) quota_row_json(json, len, &row);
+
+    ngx_http_quota_ledger_add((u_char *) json, len);
+}

@@ -1,0 +1,156 @@
+/*
+ * Ledger rows in JSON.  Scope ids go to PostgreSQL in display form: text
+ * columns hold neither NUL nor invalid UTF-8, and support should read
+ * "acme", not "%61%63%6D%65", so only what must be escaped is.
+ */
+
+#include <string.h>
+
+#include "quota_row.h"
+
+
+/* display form; inside a JSON string the '"' and '\\' it keeps get escaped */
+
+static void
+quota_row_display(quota_out_t *o, const unsigned char *s, size_t len,
+    int json)
+{
+    static const char  hex[] = "0123456789ABCDEF";
+
+    char    esc[3];
+    size_t  i, n;
+
+    for (i = 0; i < len; /* void */) {
+
+        if (s[i] >= 0x80) {
+            n = quota_utf8_len(s + i, len - i);
+
+            if (n) {
+                quota_out_bytes(o, s + i, n);
+                i += n;
+                continue;
+            }
+
+        } else if (s[i] >= 0x20 && s[i] != 0x7f
+                   && s[i] != '%' && s[i] != '/' && s[i] != '=')
+        {
+            if (json && (s[i] == '"' || s[i] == '\\')) {
+                quota_out_bytes(o, "\\", 1);
+            }
+
+            quota_out_bytes(o, s + i, 1);
+            i++;
+            continue;
+        }
+
+        esc[0] = '%';
+        esc[1] = hex[s[i] >> 4];
+        esc[2] = hex[s[i] & 0xf];
+        quota_out_bytes(o, esc, 3);
+        i++;
+    }
+}
+
+
+size_t
+quota_display(char *buf, size_t size, const unsigned char *s, size_t len)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_row_display(&o, s, len, 0);
+
+    return o.len;
+}
+
+
+static void
+quota_row_string(quota_out_t *o, const char *name, const unsigned char *s,
+    size_t len)
+{
+    quota_out_str(o, name);
+
+    if (s == NULL) {
+        quota_out_str(o, "null");
+
+    } else {
+        quota_out_string(o, s, len);
+    }
+}
+
+
+static void
+quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
+{
+    quota_out_str(o, name);
+
+    if (null) {
+        quota_out_str(o, "null");
+
+    } else {
+        quota_out_int(o, v);
+    }
+}
+
+
+size_t
+quota_row_json(char *buf, size_t size, const quota_row_t *row)
+{
+    size_t       i;
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_row_string(&o, "{\"request_id\":", row->request_id,
+                     row->request_id_len);
+    quota_row_int(&o, ",\"ts_ms\":", row->ts_ms, 0);
+    quota_row_string(&o, ",\"host\":", row->host, row->host_len);
+    quota_row_string(&o, ",\"resource_type\":", row->meter, row->meter_len);
+
+    quota_out_str(&o, ",\"scope_names\":[");
+
+    for (i = 0; i < row->nscopes; i++) {
+        quota_out_str(&o, i ? ",\"" : "\"");
+        quota_out_bytes(&o, row->scopes[i].name, row->scopes[i].name_len);
+        quota_out_str(&o, "\"");
+    }
+
+    quota_out_str(&o, "],\"scope_ids\":[");
+
+    for (i = 0; i < row->nscopes; i++) {
+        quota_out_str(&o, i ? ",\"" : "\"");
+        quota_row_display(&o, row->scopes[i].value, row->scopes[i].value_len,
+                          1);
+        quota_out_str(&o, "\"");
+    }
+
+    quota_out_str(&o, "],\"decision\":\"");
+    quota_out_str(&o, row->decision);
+    quota_out_str(&o, "\"");
+
+    quota_row_int(&o, ",\"estimated_micros\":", row->estimated, 0);
+    quota_row_int(&o, ",\"actual_micros\":", row->actual, 0);
+    quota_row_int(&o, ",\"upstream_status\":", row->upstream_status,
+                  row->upstream_status == 0);
+    quota_row_int(&o, ",\"http_status\":", row->http_status, 0);
+    quota_row_string(&o, ",\"model\":", row->model, row->model_len);
+    quota_row_int(&o, ",\"prompt_tokens\":", row->prompt_tokens,
+                  row->prompt_tokens < 0);
+    quota_row_int(&o, ",\"completion_tokens\":", row->completion_tokens,
+                  row->completion_tokens < 0);
+    quota_row_int(&o, ",\"cached_tokens\":", row->cached_tokens,
+                  row->cached_tokens < 0);
+
+    quota_out_str(&o, ",\"limits\":[");
+
+    for (i = 0; i < row->nlimits; i++) {
+        quota_out_str(&o, i ? ",{\"depth\":" : "{\"depth\":");
+        quota_out_int(&o, row->limits[i].depth);
+        quota_out_str(&o, ",\"period\":\"");
+        quota_out_str(&o, quota_period_name(row->limits[i].period));
+        quota_out_str(&o, "\",\"limit_micros\":");
+        quota_out_int(&o, row->limits[i].limit);
+        quota_out_str(&o, "}");
+    }
+
+    quota_out_str(&o, "]}");
+
+    return o.len;
+}
