@@ -216,13 +216,14 @@ ngx_int_t
 ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
     ngx_http_quota_redis_op_t *op)
 {
-    u_char                  *buf, *p, *q;
+    u_char                  *buf, *p;
     size_t                   len;
     ngx_uint_t               i;
     quota_resp_arg_t         args[3];
     ngx_http_quota_redis_t  *rd;
     u_char                   nums[NGX_HTTP_QUOTA_MAX_KEYS][2][NGX_INT64_LEN];
     size_t                   lens[NGX_HTTP_QUOTA_MAX_KEYS][2];
+    u_char                  *ends[2 * NGX_HTTP_QUOTA_MAX_KEYS + 2];
 
     static quota_resp_arg_t  multi = { (u_char *) "MULTI", 5 };
     static quota_resp_arg_t  exec = { (u_char *) "EXEC", 4 };
@@ -249,20 +250,17 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
                + lens[i][0] + lens[i][1];
     }
 
-    buf = ngx_http_quota_redis_scratch(len);
+    buf = ngx_http_quota_redis_scratch(len + 1);
     if (buf == NULL) {
         return NGX_ERROR;
     }
 
-    /* each command goes in on its own so hiredis matches one reply to it */
+    /*
+     * The whole transaction is written first and NUL-terminated: hiredis
+     * looks at the byte after each command it is given.
+     */
 
-    p = quota_resp_write(buf, &multi, 1);
-
-    if (redisAsyncFormattedCommand(rd->ac, NULL, NULL, (char *) buf, p - buf)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
-    }
+    ends[0] = quota_resp_write(buf, &multi, 1);
 
     for (i = 0; i < n; i++) {
         args[0].data = (u_char *) "INCRBY";
@@ -272,24 +270,34 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
         args[2].data = nums[i][0];
         args[2].len = lens[i][0];
 
-        q = quota_resp_write(p, args, 3);
-        (void) redisAsyncFormattedCommand(rd->ac, NULL, NULL, (char *) p,
-                                          q - p);
+        ends[2 * i + 1] = quota_resp_write(ends[2 * i], args, 3);
 
         args[0].data = (u_char *) "PEXPIREAT";
         args[0].len = 9;
         args[2].data = nums[i][1];
         args[2].len = lens[i][1];
 
-        p = quota_resp_write(q, args, 3);
-        (void) redisAsyncFormattedCommand(rd->ac, NULL, NULL, (char *) q,
-                                          p - q);
+        ends[2 * i + 2] = quota_resp_write(ends[2 * i + 1], args, 3);
     }
 
-    q = quota_resp_write(p, &exec, 1);
-    (void) redisAsyncFormattedCommand(rd->ac,
-                                      ngx_http_quota_redis_exec_reply, op,
-                                      (char *) p, q - p);
+    ends[2 * n + 1] = quota_resp_write(ends[2 * n], &exec, 1);
+    *ends[2 * n + 1] = '\0';
+
+    /* one command per call, so that hiredis expects one reply for each */
+
+    for (i = 0, p = buf; i <= 2 * n + 1; p = ends[i++]) {
+        if (redisAsyncFormattedCommand(rd->ac,
+                                       i == 2 * n + 1
+                                       ? ngx_http_quota_redis_exec_reply
+                                       : NULL,
+                                       i == 2 * n + 1 ? op : NULL,
+                                       (char *) p, ends[i] - p)
+            != REDIS_OK)
+        {
+            /* only possible on the first: the context is going away */
+            return NGX_ERROR;
+        }
+    }
 
     if (rd->pending++ == 0) {
         rd->progress = ngx_current_msec;

@@ -377,7 +377,7 @@ quota_postgres: invalid parameter "batch=0"
 
 === TEST 25: a valid configuration passes nginx -t and inheritance works
 --- http_config
-    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=20ms prefix=q: db=0;
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s prefix=q: db=0;
     quota_scope     tenant $http_x_tenant_id;
     quota_limit     tenant 0.05 day;
     quota_estimate  0.05;
