@@ -27,6 +27,9 @@
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
 #define NGX_HTTP_QUOTA_LEDGER_READ           (256 * 1024)
 
+/* rows waiting in memory beyond this go to the spool instead */
+#define NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX      (8 * 1024 * 1024)
+
 
 typedef struct {
     u_char                       *data;
@@ -197,7 +200,9 @@ ngx_http_quota_ledger_add(u_char *row, size_t len)
 
     /* over its bound, the queue goes to disk rather than grow */
 
-    if (lg->queue.rows >= 4 * lg->conf->pg_batch) {
+    if (lg->queue.len + QUOTA_SPOOL_HEADER + len
+        > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX)
+    {
         ngx_http_quota_ledger_spool(&lg->queue);
     }
 

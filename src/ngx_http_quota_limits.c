@@ -420,7 +420,7 @@ ngx_http_quota_limits_replace(ngx_http_quota_limits_ctx_t *ctx,
     char                         *scope, *id, *meter, *period, *end;
     size_t                        len;
     int64_t                       limit;
-    ngx_uint_t                    loaded;
+    ngx_uint_t                    loaded, level;
     ngx_rbtree_node_t            *node;
     ngx_http_quota_limit_node_t  *ln;
 
@@ -473,10 +473,11 @@ ngx_http_quota_limits_replace(ngx_http_quota_limits_ctx_t *ctx,
         loaded++;
     }
 
+    level = ctx->sh->count == loaded ? NGX_LOG_DEBUG : NGX_LOG_INFO;
     ctx->sh->count = loaded;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+    ngx_log_error(level, ngx_cycle->log, 0,
                   "quota: loaded %ui limits from quota.cost_quotas", loaded);
 }
