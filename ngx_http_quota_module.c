@@ -18,6 +18,8 @@
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_quota_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_quota_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_quota_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 
 static ngx_int_t ngx_http_quota_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_postconfiguration(ngx_conf_t *cf);
@@ -76,6 +78,41 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       0,
       NULL },
 
+    { ngx_string("quota_price"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
+      ngx_http_quota_price_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("quota_estimate_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_quota_fallback_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("quota_body_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_quota_loc_conf_t, body_limit),
+      NULL },
+
+    { ngx_string("quota_max_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_quota_loc_conf_t, max_tokens),
+      NULL },
+
+    { ngx_string("quota_stream_usage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_quota_loc_conf_t, stream_usage),
+      NULL },
+
     { ngx_string("quota_response"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_quota_enum_slot,
@@ -126,6 +163,7 @@ ngx_module_t  ngx_http_quota_module = {
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 ngx_connection_t  ngx_http_quota_timer_ident = { .fd = (ngx_socket_t) -1 };
 
@@ -206,17 +244,28 @@ ngx_http_quota_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_quota_get_ctx(r);
 
-    if (ctx != NULL && ctx->status == NGX_HTTP_QUOTA_ALLOWED && ctx->nkeys) {
-        if (ngx_http_quota_set_headers(r, &ctx->keys[ctx->tightest],
-                                       ctx->keys[ctx->tightest].value,
-                                       ngx_time())
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ctx != NULL && ngx_http_quota_filter_header(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_quota_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    if (r == r->main && in != NULL) {
+        ctx = ngx_http_quota_get_ctx(r);
+
+        if (ctx != NULL && ctx->usage != NULL) {
+            ngx_http_quota_filter_body(r, ctx, in);
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
 }
 
 
@@ -287,6 +336,9 @@ ngx_http_quota_postconfiguration(ngx_conf_t *cf)
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_quota_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_quota_body_filter;
 
     return NGX_OK;
 }

@@ -19,6 +19,9 @@
 #include "quota_money.h"
 #include "quota_key.h"
 #include "quota_json.h"
+#include "quota_price.h"
+#include "quota_request.h"
+#include "quota_usage.h"
 
 
 /* limits one location may check per request */
@@ -122,6 +125,13 @@ typedef struct {
     ngx_uint_t                   fail;
     ngx_uint_t                   actual;         /* how cost is learned */
     ngx_http_quota_amount_t      actual_amount;  /* $variable, or rate */
+
+    ngx_flag_t                   estimate_auto;  /* from the request JSON */
+    int64_t                      fallback;       /* -1: the largest limit */
+    size_t                       body_limit;
+    ngx_int_t                    max_tokens;
+    ngx_flag_t                   stream_usage;
+    ngx_array_t                 *prices;         /* quota_price_t */
     ngx_http_quota_where_t       where;          /* of `quota` */
 } ngx_http_quota_loc_conf_t;
 
@@ -164,11 +174,15 @@ typedef struct {
     int64_t                      actual;         /* once settled */
     ngx_uint_t                   upstream_status;
 
+    quota_request_t             *req;            /* the parsed body */
+    quota_usage_scan_t          *usage;          /* the response's usage */
+
     ngx_uint_t                   bad_scope;      /* for NGX_HTTP_QUOTA_INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
 
     unsigned                     sse:1;
     unsigned                     costed:1;       /* actual is known */
+    unsigned                     parsed:1;       /* req holds the body */
     unsigned                     settled:1;
 } ngx_http_quota_ctx_t;
 
@@ -198,6 +212,10 @@ char *ngx_http_quota_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_quota_actual_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_quota_price_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_quota_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -207,6 +225,20 @@ ngx_http_quota_ctx_t *ngx_http_quota_create_ctx(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_quota_gate_start(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
+ngx_int_t ngx_http_quota_gate_reserve(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+
+ngx_int_t ngx_http_quota_body_read(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+int64_t ngx_http_quota_body_estimate(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+int64_t ngx_http_quota_usage_cost(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+
+ngx_int_t ngx_http_quota_filter_header(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_filter_body(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, ngx_chain_t *in);
 ngx_int_t ngx_http_quota_gate_finish(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 

@@ -12,6 +12,8 @@ static char *ngx_http_quota_resolve(ngx_conf_t *cf,
     ngx_http_quota_loc_conf_t *qlcf);
 static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_quota_amount_t *amount);
+static char *ngx_http_quota_merge_prices(ngx_conf_t *cf,
+    ngx_http_quota_loc_conf_t *conf, ngx_http_quota_loc_conf_t *prev);
 
 
 
@@ -56,6 +58,12 @@ ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
     qlcf->fail = NGX_CONF_UNSET_UINT;
     qlcf->actual = NGX_CONF_UNSET_UINT;
     qlcf->actual_amount.fixed = NGX_CONF_UNSET;
+    qlcf->estimate_auto = NGX_CONF_UNSET;
+    qlcf->fallback = NGX_CONF_UNSET;
+    qlcf->body_limit = NGX_CONF_UNSET_SIZE;
+    qlcf->max_tokens = NGX_CONF_UNSET;
+    qlcf->stream_usage = NGX_CONF_UNSET;
+    qlcf->prices = NGX_CONF_UNSET_PTR;
 
     return qlcf;
 }
@@ -75,8 +83,21 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
     ngx_conf_merge_ptr_value(conf->limits, prev->limits, NULL);
 
-    if (conf->estimate.fixed == NGX_CONF_UNSET && conf->estimate.cv == NULL) {
+    if (conf->estimate.fixed == NGX_CONF_UNSET && conf->estimate.cv == NULL
+        && conf->estimate_auto == NGX_CONF_UNSET)
+    {
         conf->estimate = prev->estimate;
+        conf->estimate_auto = prev->estimate_auto;
+    }
+
+    ngx_conf_merge_value(conf->estimate_auto, prev->estimate_auto, 0);
+    ngx_conf_merge_value(conf->fallback, prev->fallback, -1);
+    ngx_conf_merge_size_value(conf->body_limit, prev->body_limit, 1024 * 1024);
+    ngx_conf_merge_value(conf->max_tokens, prev->max_tokens, 4096);
+    ngx_conf_merge_value(conf->stream_usage, prev->stream_usage, 0);
+
+    if (ngx_http_quota_merge_prices(cf, conf, prev) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     ngx_conf_merge_uint_value(conf->response, prev->response,
@@ -140,10 +161,22 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         return NGX_CONF_ERROR;
     }
 
-    if (qlcf->estimate.fixed == NGX_CONF_UNSET && qlcf->estimate.cv == NULL) {
+    if (qlcf->estimate.fixed == NGX_CONF_UNSET && qlcf->estimate.cv == NULL
+        && !qlcf->estimate_auto)
+    {
         ngx_http_quota_conf_error(cf, &qlcf->where,
                                   "\"quota %V\" needs a quota_estimate",
                                   &qlcf->meter);
+        return NGX_CONF_ERROR;
+    }
+
+    if ((qlcf->estimate_auto || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
+        && qlcf->prices == NULL)
+    {
+        ngx_http_quota_conf_error(cf, &qlcf->where,
+                                  "\"quota %V\" prices tokens (quota_estimate "
+                                  "auto or quota_actual usage) but no "
+                                  "quota_price is set", &qlcf->meter);
         return NGX_CONF_ERROR;
     }
 
@@ -444,6 +477,22 @@ ngx_http_quota_estimate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    if (ngx_strcmp(value[1].data, "auto") == 0) {
+        if (qlcf->estimate_auto != NGX_CONF_UNSET
+            || qlcf->estimate.fixed != NGX_CONF_UNSET
+            || qlcf->estimate.cv != NULL)
+        {
+            return "is duplicate";
+        }
+
+        qlcf->estimate_auto = 1;
+        return NGX_CONF_OK;
+    }
+
+    if (qlcf->estimate_auto != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
     return ngx_http_quota_amount(cf, &value[1], &qlcf->estimate);
 }
 
@@ -464,6 +513,11 @@ ngx_http_quota_actual_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     if (ngx_strcmp(value[1].data, "estimate") == 0 && cf->args->nelts == 2) {
         qlcf->actual = NGX_HTTP_QUOTA_ACTUAL_ESTIMATE;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "usage") == 0 && cf->args->nelts == 2) {
+        qlcf->actual = NGX_HTTP_QUOTA_ACTUAL_USAGE;
         return NGX_CONF_OK;
     }
 
@@ -490,8 +544,8 @@ ngx_http_quota_actual_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "quota_actual: invalid value \"%V\", expected "
-                       "\"estimate\", a $variable in US dollars, or "
-                       "\"elapsed RATE\"", &value[1]);
+                       "\"usage\", \"estimate\", a $variable in US "
+                       "dollars, or \"elapsed RATE\"", &value[1]);
 
     return NGX_CONF_ERROR;
 }
@@ -541,4 +595,170 @@ ngx_http_quota_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                        &cmd->name, &value[1], last - expected, expected);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* quota_price MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M [cached=USD_PER_1M] */
+
+char *
+ngx_http_quota_price_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t      *value;
+    ngx_uint_t      i;
+    quota_price_t  *p;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len >= QUOTA_MODEL_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_price: invalid model name \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->prices == NGX_CONF_UNSET_PTR) {
+        qlcf->prices = ngx_array_create(cf->pool, 8, sizeof(quota_price_t));
+        if (qlcf->prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = qlcf->prices->elts;
+
+    for (i = 0; i < qlcf->prices->nelts; i++) {
+        if (p[i].model_len == value[1].len
+            && ngx_memcmp(p[i].model, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_price: duplicate model \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = ngx_array_push(qlcf->prices);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(p, sizeof(quota_price_t));
+    ngx_memcpy(p->model, value[1].data, value[1].len);
+    p->model_len = value[1].len;
+    p->cached = -1;
+
+    /* dollars per million tokens read as micro-dollars per million */
+
+    if (quota_money_parse((char *) value[2].data, value[2].len, &p->input)
+        != 0)
+    {
+        i = 2;
+        goto invalid;
+    }
+
+    if (quota_money_parse((char *) value[3].data, value[3].len, &p->output)
+        != 0)
+    {
+        i = 3;
+        goto invalid;
+    }
+
+    for (i = 4; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "cached=", 7) != 0
+            || quota_money_parse((char *) value[i].data + 7,
+                                 value[i].len - 7, &p->cached)
+               != 0)
+        {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "quota_price: invalid price \"%V\", expected US "
+                       "dollars per million tokens such as 2.50",
+                       &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_http_quota_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_quota_loc_conf_t  *qlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (qlcf->fallback != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (quota_money_parse((char *) value[1].data, value[1].len,
+                          &qlcf->fallback)
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_estimate_fallback: invalid amount \"%V\", "
+                           "expected US dollars such as 0.50", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A location's prices are its own rows, then its parents' rows for the
+ * models it does not price itself.
+ */
+
+static char *
+ngx_http_quota_merge_prices(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *conf,
+    ngx_http_quota_loc_conf_t *prev)
+{
+    ngx_uint_t      i, j;
+    quota_price_t  *p, *q, *n;
+
+    if (conf->prices == NGX_CONF_UNSET_PTR) {
+        conf->prices = prev->prices == NGX_CONF_UNSET_PTR ? NULL
+                                                          : prev->prices;
+
+    } else if (prev->prices != NGX_CONF_UNSET_PTR && prev->prices != NULL) {
+        q = prev->prices->elts;
+
+        for (i = 0; i < prev->prices->nelts; i++) {
+            p = conf->prices->elts;
+
+            for (j = 0; j < conf->prices->nelts; j++) {
+                if (p[j].model_len == q[i].model_len
+                    && ngx_memcmp(p[j].model, q[i].model, q[i].model_len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (j < conf->prices->nelts) {
+                continue;
+            }
+
+            n = ngx_array_push(conf->prices);
+            if (n == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *n = q[i];
+        }
+    }
+
+    return NGX_CONF_OK;
 }

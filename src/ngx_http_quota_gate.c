@@ -117,9 +117,10 @@ ngx_http_quota_cleanup(void *data)
 ngx_int_t
 ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    ngx_http_quota_txn_t        *txn;
-    ngx_http_quota_main_conf_t  *qmcf;
+    ngx_int_t                   rc;
+    ngx_http_quota_loc_conf_t  *qlcf;
 
+    qlcf = ctx->conf;
     ctx->now = ngx_time();
 
     if (ngx_http_quota_gate_scopes(r, ctx) != NGX_OK) {
@@ -129,6 +130,33 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     if (ctx->status == NGX_HTTP_QUOTA_INVALID) {
         return ngx_http_quota_gate_finish(r, ctx);
     }
+
+    /* a chat request's JSON says what it may cost: read it first */
+
+    if ((qlcf->estimate_auto || qlcf->stream_usage
+         || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
+        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked))
+    {
+        return ngx_http_quota_body_read(r, ctx);
+    }
+
+    rc = ngx_http_quota_gate_reserve(r, ctx);
+
+    return rc == NGX_OK ? ngx_http_quota_gate_finish(r, ctx) : rc;
+}
+
+
+/*
+ * Reserves the estimate on every counter of the request.  NGX_AGAIN: the
+ * reservation is on its way and its reply (or the timeout) resumes the
+ * request; NGX_OK: decided already, without Redis.
+ */
+
+ngx_int_t
+ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    ngx_http_quota_txn_t        *txn;
+    ngx_http_quota_main_conf_t  *qmcf;
 
     ctx->estimate = ngx_http_quota_gate_estimate(r, ctx);
 
@@ -141,7 +169,7 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     if (ctx->nkeys == 0) {
         /* every limit of the request is exempt */
         ctx->status = NGX_HTTP_QUOTA_ALLOWED;
-        return NGX_DECLINED;
+        return NGX_OK;
     }
 
     if (ngx_http_quota_redis_usable() != NGX_OK) {
@@ -190,7 +218,7 @@ fail:
     ctx->status = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
                   ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
 
-    return ngx_http_quota_gate_finish(r, ctx);
+    return NGX_OK;
 }
 
 
@@ -271,6 +299,10 @@ ngx_http_quota_gate_estimate(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     qlcf = ctx->conf;
 
+    if (qlcf->estimate_auto) {
+        return ngx_http_quota_body_estimate(r, ctx);
+    }
+
     if (qlcf->estimate.cv == NULL) {
         return qlcf->estimate.fixed;
     }
@@ -283,11 +315,13 @@ ngx_http_quota_gate_estimate(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     /* an estimate nobody can read must not make the request free */
 
+    micros = qlcf->fallback >= 0 ? qlcf->fallback : qlcf->max_limit;
+
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "quota: estimate \"%V\" is not an amount, reserving %L",
-                  &value, qlcf->max_limit);
+                  &value, micros);
 
-    return qlcf->max_limit;
+    return micros;
 }
 
 

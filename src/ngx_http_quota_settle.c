@@ -97,6 +97,24 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         ctx->actual = ngx_min(ctx->actual, QUOTA_MONEY_MAX);
         return ctx->actual;
 
+    case NGX_HTTP_QUOTA_ACTUAL_USAGE:
+        cost = ngx_http_quota_usage_cost(r, ctx);
+
+        if (cost >= 0) {
+            ctx->actual = cost;
+            return cost;
+        }
+
+        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+            return 0;
+        }
+
+        /* a stream cut short, or no usage asked for: never free */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "quota: no usage in the response, charging the "
+                      "estimate");
+        break;
+
     default:
         if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
             return 0;
@@ -238,6 +256,22 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     row.prompt_tokens = -1;
     row.completion_tokens = -1;
     row.cached_tokens = -1;
+
+    if (ctx->parsed && ctx->req->model_len) {
+        row.model = ctx->req->model;
+        row.model_len = ctx->req->model_len;
+    }
+
+    if (ctx->usage && ctx->usage->usage.found) {
+        row.prompt_tokens = ctx->usage->usage.prompt;
+        row.completion_tokens = ctx->usage->usage.completion;
+        row.cached_tokens = ctx->usage->usage.cached;
+
+        if (row.model == NULL && ctx->usage->usage.model_len) {
+            row.model = ctx->usage->usage.model;
+            row.model_len = ctx->usage->usage.model_len;
+        }
+    }
 
     for (i = 0; i < ctx->nkeys; i++) {
         limits[i].depth = ctx->keys[i].depth;

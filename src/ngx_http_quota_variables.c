@@ -13,6 +13,10 @@ static ngx_int_t ngx_http_quota_money_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_quota_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_quota_tokens_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 #define NGX_HTTP_QUOTA_VAR_ESTIMATE   0
@@ -40,6 +44,25 @@ static ngx_http_variable_t  ngx_http_quota_vars[] = {
 
     { ngx_string("quota_retry_after"), NULL,
       ngx_http_quota_retry_after_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("quota_model"), NULL,
+      ngx_http_quota_model_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("quota_input_tokens"), NULL,
+      ngx_http_quota_tokens_variable,
+      offsetof(quota_usage_t, prompt),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("quota_output_tokens"), NULL,
+      ngx_http_quota_tokens_variable,
+      offsetof(quota_usage_t, completion),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("quota_cached_tokens"), NULL,
+      ngx_http_quota_tokens_variable,
+      offsetof(quota_usage_t, cached),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -179,6 +202,68 @@ ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
     }
 
     v->len = ngx_sprintf(v->data, "%T", secs) - v->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the model the client asked for, or the one the upstream reported */
+
+static ngx_int_t
+ngx_http_quota_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    ctx = ngx_http_quota_get_ctx(r->main);
+
+    if (ctx && ctx->parsed && ctx->req->model_len) {
+        v->data = ctx->req->model;
+        v->len = ctx->req->model_len;
+
+    } else if (ctx && ctx->usage && ctx->usage->usage.model_len) {
+        v->data = ctx->usage->usage.model;
+        v->len = ctx->usage->usage.model_len;
+
+    } else {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* token counts the upstream reported */
+
+static ngx_int_t
+ngx_http_quota_tokens_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    ctx = ngx_http_quota_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->usage == NULL || !ctx->usage->usage.found) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (v->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(v->data, "%L",
+                         *(int64_t *) ((u_char *) &ctx->usage->usage + data))
+             - v->data;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
