@@ -17,7 +17,7 @@ UNIT_BINS  := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 UNIT_CFLAGS := -std=c99 -D_DEFAULT_SOURCE -g -O1 -Wall -Wextra -Werror -Isrc
 
-.PHONY: all module test unit integration demo demo-stop bench clean deps
+.PHONY: all module test unit integration demo demo-stop bench clean migrate
 
 all: module
 
@@ -52,6 +52,10 @@ bench:
 	@scripts/deps bench
 	@$(MAKE) --no-print-directory module
 	@bench/run
+
+# QUOTA_PG is a libpq conninfo, e.g. "host=127.0.0.1 dbname=quota user=postgres"
+migrate:
+	@scripts/migrate "$${QUOTA_PG:-host=127.0.0.1 port=5432 dbname=quota user=postgres}"
 
 clean:
 	rm -rf $(BUILD)
