@@ -9,76 +9,45 @@
  * connection died with it, the worker is exiting) is spooled as well:
  * record_spend ignores rows it already has, so a row may be written twice
  * but is never counted twice.
- *
- * Spool files are named by worker pid and locked with flock() while their
- * worker lives.  A file nobody holds belongs to a worker that is gone
- * (reload, crash): whichever worker can lock it replays it and removes it.
  */
 
 
-#include <sys/file.h>
-#include <dirent.h>
-
 #include "ngx_http_quota_ledger.h"
 #include "ngx_http_quota_pg.h"
-#include "quota_spool.h"
+#include "ngx_http_quota_spool.h"
 
 
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
-#define NGX_HTTP_QUOTA_LEDGER_READ           (256 * 1024)
 
 /* rows waiting in memory beyond this go to the spool instead */
 #define NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX      (8 * 1024 * 1024)
 
 
 typedef struct {
-    u_char                       *data;
-    size_t                        len;
-    size_t                        size;
-    ngx_uint_t                    rows;
-} ngx_http_quota_buf_t;
-
-
-typedef struct {
     ngx_http_quota_main_conf_t   *conf;
     ngx_log_t                    *log;
 
-    ngx_http_quota_buf_t          queue;      /* spool records */
+    ngx_http_quota_buf_t          queue;      /* rows waiting */
     ngx_http_quota_buf_t          sent;       /* the batch in flight */
     ngx_http_quota_buf_t          json;       /* its JSON array */
-    ngx_http_quota_buf_t          chunk;      /* read back from a spool */
     ngx_http_quota_pg_query_t     query;
 
     ngx_event_t                   flush;
     ngx_event_t                   rescan;
 
-    ngx_fd_t                      fd;         /* own spool file */
-    ngx_str_t                     name;
-
-    ngx_fd_t                      rfd;        /* file being replayed */
-    u_char                        rname[NGX_MAX_PATH];
-    off_t                         roff;       /* replayed up to */
-    off_t                         rnext;      /* after the batch in flight */
-
     unsigned                      flush_due:1;
     unsigned                      replaying:1;   /* batch is from a file */
-    unsigned                      scan:1;        /* files may wait */
 } ngx_http_quota_ledger_t;
 
 
 static void ngx_http_quota_ledger_flush_handler(ngx_event_t *ev);
 static void ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev);
 static void ngx_http_quota_ledger_idle(void);
-static ngx_int_t ngx_http_quota_ledger_send(u_char *data, size_t size,
-    ngx_uint_t rows, ngx_uint_t replaying);
+static ngx_int_t ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
+    ngx_uint_t replaying);
 static void ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q,
     PGresult *res);
-static void ngx_http_quota_ledger_spool(ngx_http_quota_buf_t *records);
-static ngx_int_t ngx_http_quota_ledger_replay(void);
-static ngx_int_t ngx_http_quota_ledger_claim(void);
-static void ngx_http_quota_ledger_release(ngx_uint_t finished);
-static ngx_int_t ngx_http_quota_buf_reserve(ngx_http_quota_buf_t *b,
-    size_t len);
+static ngx_uint_t ngx_http_quota_ledger_refused(PGresult *res);
 
 
 static ngx_http_quota_ledger_t  ngx_http_quota_ledger;
@@ -94,18 +63,10 @@ ngx_http_quota_ledger_init_process(ngx_cycle_t *cycle,
 
     lg->conf = qmcf;
     lg->log = cycle->log;
-    lg->fd = NGX_INVALID_FILE;
-    lg->rfd = NGX_INVALID_FILE;
-    lg->scan = 1;
 
-    lg->name.data = ngx_alloc(qmcf->spool->name.len + 32, cycle->log);
-    if (lg->name.data == NULL) {
+    if (ngx_http_quota_spool_init(cycle, &qmcf->spool->name) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    lg->name.len = ngx_sprintf(lg->name.data, "%V/quota-%P.spool%Z",
-                               &qmcf->spool->name, ngx_pid)
-                   - lg->name.data - 1;
 
     lg->query.sql = "SELECT quota.record_spend($1::jsonb)";
     lg->query.nparams = 1;
@@ -157,25 +118,14 @@ ngx_http_quota_ledger_exit_process(ngx_cycle_t *cycle)
         ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
                       "quota: spooling %ui ledger rows at exit",
                       lg->queue.rows);
-        ngx_http_quota_ledger_spool(&lg->queue);
+        ngx_http_quota_spool_append(&lg->queue);
     }
 
-    ngx_http_quota_ledger_release(0);
-
-    if (lg->fd != NGX_INVALID_FILE) {
-        if (lseek(lg->fd, 0, SEEK_END) == 0) {
-            (void) ngx_delete_file(lg->name.data);
-        }
-
-        (void) ngx_close_file(lg->fd);
-        lg->fd = NGX_INVALID_FILE;
-    }
+    ngx_http_quota_spool_exit();
 
     ngx_free(lg->queue.data);
     ngx_free(lg->sent.data);
     ngx_free(lg->json.data);
-    ngx_free(lg->chunk.data);
-    ngx_free(lg->name.data);
 
     ngx_memzero(lg, sizeof(ngx_http_quota_ledger_t));
 }
@@ -201,21 +151,17 @@ ngx_http_quota_ledger_add(u_char *row, size_t len)
     /* over its bound, the queue goes to disk rather than grow */
 
     if (lg->queue.len + QUOTA_SPOOL_HEADER + len
-        > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX)
+        > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX
+        || ngx_http_quota_buf_reserve(&lg->queue, QUOTA_SPOOL_HEADER + len)
+           != NGX_OK)
     {
-        ngx_http_quota_ledger_spool(&lg->queue);
-    }
-
-    if (ngx_http_quota_buf_reserve(&lg->queue, QUOTA_SPOOL_HEADER + len)
-        != NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
-                      "quota: no memory for a ledger row, spooling");
-        ngx_http_quota_ledger_spool(&lg->queue);
+        ngx_http_quota_spool_append(&lg->queue);
 
         if (ngx_http_quota_buf_reserve(&lg->queue, QUOTA_SPOOL_HEADER + len)
             != NGX_OK)
         {
+            ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
+                          "quota: no memory for a ledger row");
             return;
         }
     }
@@ -251,14 +197,11 @@ ngx_http_quota_ledger_flush_handler(ngx_event_t *ev)
     }
 
     if (ngx_http_quota_pg_connected() != NGX_OK) {
-        ngx_http_quota_ledger_spool(&lg->queue);
+        ngx_http_quota_spool_append(&lg->queue);
         return;
     }
 
-    if (ngx_http_quota_ledger_send(lg->queue.data, lg->queue.len,
-                                   lg->queue.rows, 0)
-        != NGX_OK)
-    {
+    if (ngx_http_quota_ledger_send(&lg->queue, 0) != NGX_OK) {
         /* busy: the batch goes as soon as the connection is free */
         lg->flush_due = 1;
     }
@@ -273,7 +216,7 @@ ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev)
     lg = &ngx_http_quota_ledger;
 
     /* a worker that exited since (reload) may have left its spool */
-    lg->scan = 1;
+    ngx_http_quota_spool_rescan();
 
     if (ngx_http_quota_pg_idle() == NGX_OK) {
         ngx_http_quota_ledger_idle();
@@ -288,6 +231,7 @@ ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev)
 static void
 ngx_http_quota_ledger_idle(void)
 {
+    ngx_http_quota_buf_t      batch;
     ngx_http_quota_ledger_t  *lg;
 
     lg = &ngx_http_quota_ledger;
@@ -295,13 +239,14 @@ ngx_http_quota_ledger_idle(void)
     if (lg->queue.rows
         && (lg->flush_due || lg->queue.rows >= lg->conf->pg_batch))
     {
-        (void) ngx_http_quota_ledger_send(lg->queue.data, lg->queue.len,
-                                          lg->queue.rows, 0);
+        (void) ngx_http_quota_ledger_send(&lg->queue, 0);
         return;
     }
 
-    if (lg->scan || lg->rfd != NGX_INVALID_FILE) {
-        (void) ngx_http_quota_ledger_replay();
+    if (ngx_http_quota_spool_waiting()
+        && ngx_http_quota_spool_next(lg->conf->pg_batch, &batch) == NGX_OK)
+    {
+        (void) ngx_http_quota_ledger_send(&batch, 1);
     }
 }
 
@@ -312,7 +257,7 @@ ngx_http_quota_ledger_idle(void)
  */
 
 static ngx_int_t
-ngx_http_quota_ledger_send(u_char *data, size_t size, ngx_uint_t rows,
+ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
     ngx_uint_t replaying)
 {
     u_char                   *p;
@@ -331,16 +276,16 @@ ngx_http_quota_ledger_send(u_char *data, size_t size, ngx_uint_t rows,
 
     lg->json.len = 0;
 
-    if (ngx_http_quota_buf_reserve(&lg->json, size + 3) != NGX_OK) {
+    if (ngx_http_quota_buf_reserve(&lg->json, records->len + 3) != NGX_OK) {
         return NGX_ERROR;
     }
 
     p = lg->json.data;
     *p++ = '[';
 
-    for (used = 0; used < size; used += skip) {
-        (void) quota_spool_decode(data + used, size - used, &payload, &len,
-                                  &skip);
+    for (used = 0; used < records->len; used += skip) {
+        (void) quota_spool_decode(records->data + used, records->len - used,
+                                  &payload, &len, &skip);
 
         if (p > lg->json.data + 1) {
             *p++ = ',';
@@ -361,22 +306,22 @@ ngx_http_quota_ledger_send(u_char *data, size_t size, ngx_uint_t rows,
     if (replaying) {
         lg->sent.len = 0;
 
-        if (ngx_http_quota_buf_reserve(&lg->sent, size) != NGX_OK) {
+        if (ngx_http_quota_buf_reserve(&lg->sent, records->len) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        ngx_memcpy(lg->sent.data, data, size);
-        lg->sent.len = size;
+        ngx_memcpy(lg->sent.data, records->data, records->len);
+        lg->sent.len = records->len;
+        lg->sent.rows = records->rows;
 
     } else {
         tmp = lg->sent;
-        lg->sent = lg->queue;
-        lg->queue = tmp;
-        lg->queue.len = 0;
-        lg->queue.rows = 0;
+        lg->sent = *records;
+        *records = tmp;
+        records->len = 0;
+        records->rows = 0;
     }
 
-    lg->sent.rows = rows;
     lg->replaying = replaying;
     lg->flush_due = 0;
 
@@ -397,7 +342,25 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
                        PQgetvalue(res, 0, 0), lg->sent.rows);
 
         if (lg->replaying) {
-            lg->roff = lg->rnext;
+            ngx_http_quota_spool_replayed();
+        }
+
+    } else if (ngx_http_quota_ledger_refused(res)) {
+
+        /*
+         * PostgreSQL refuses these rows for what they hold: trying again
+         * would never succeed and would hold up every row behind them
+         */
+
+        ngx_log_error(NGX_LOG_ERR, lg->log, 0,
+                      "quota: ledger batch of %ui rows refused, set aside "
+                      "in the spool directory: %s",
+                      lg->sent.rows, PQresultErrorMessage(res));
+
+        ngx_http_quota_spool_set_aside(&lg->sent);
+
+        if (lg->replaying) {
+            ngx_http_quota_spool_replayed();
         }
 
     } else {
@@ -409,7 +372,7 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
         /* rows from a file stay in it; fresh rows are spooled */
 
         if (!lg->replaying) {
-            ngx_http_quota_ledger_spool(&lg->sent);
+            ngx_http_quota_spool_append(&lg->sent);
         }
     }
 
@@ -419,306 +382,19 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
 }
 
 
-static void
-ngx_http_quota_ledger_spool(ngx_http_quota_buf_t *records)
+/* data exceptions (22) and integrity violations (23) */
+
+static ngx_uint_t
+ngx_http_quota_ledger_refused(PGresult *res)
 {
-    off_t                     size;
-    ssize_t                   n;
-    ngx_http_quota_ledger_t  *lg;
+    char  *state;
 
-    lg = &ngx_http_quota_ledger;
-
-    if (records->len == 0) {
-        return;
+    if (res == NULL) {
+        return 0;
     }
 
-    if (lg->fd == NGX_INVALID_FILE) {
-        lg->fd = ngx_open_file(lg->name.data, NGX_FILE_APPEND,
-                               NGX_FILE_CREATE_OR_OPEN, 0600);
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-        if (lg->fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                          "quota: %ui ledger rows lost: cannot open spool "
-                          "\"%s\"", records->rows, lg->name.data);
-            goto done;
-        }
-
-        if (flock(lg->fd, LOCK_EX|LOCK_NB) == -1) {
-            ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                          "quota: spool \"%s\" is locked by another process",
-                          lg->name.data);
-        }
-    }
-
-    size = lseek(lg->fd, 0, SEEK_END);
-
-    n = write(lg->fd, records->data, records->len);
-
-    if (n != (ssize_t) records->len) {
-        ngx_log_error(NGX_LOG_ALERT, lg->log, n == -1 ? ngx_errno : 0,
-                      "quota: %ui ledger rows lost: spool write to \"%s\" "
-                      "failed", records->rows, lg->name.data);
-
-        /* no torn record may stay in front of later ones */
-        if (size >= 0 && ftruncate(lg->fd, size) == -1) {
-            ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                          "quota: ftruncate(\"%s\") failed", lg->name.data);
-        }
-
-        goto done;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, lg->log, 0,
-                  "quota: %ui ledger rows spooled to \"%s\"",
-                  records->rows, lg->name.data);
-
-    lg->scan = 1;
-
-done:
-
-    records->len = 0;
-    records->rows = 0;
-}
-
-
-/*
- * Sends the next batch of spooled rows, from the file being replayed or
- * from the next file that needs it.  Returns NGX_DECLINED when there is
- * nothing left to replay.
- */
-
-static ngx_int_t
-ngx_http_quota_ledger_replay(void)
-{
-    int                       rc;
-    u_char                   *start;
-    size_t                    len, used, skip;
-    ssize_t                   n;
-    ngx_uint_t                rows;
-    const u_char             *payload;
-    ngx_http_quota_ledger_t  *lg;
-
-    lg = &ngx_http_quota_ledger;
-
-    if (ngx_http_quota_buf_reserve(&lg->chunk, NGX_HTTP_QUOTA_LEDGER_READ)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for ( ;; ) {
-
-        if (lg->rfd == NGX_INVALID_FILE
-            && ngx_http_quota_ledger_claim() != NGX_OK)
-        {
-            lg->scan = 0;
-            return NGX_DECLINED;
-        }
-
-        n = pread(lg->rfd, lg->chunk.data, NGX_HTTP_QUOTA_LEDGER_READ,
-                  lg->roff);
-
-        if (n == -1) {
-            ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                          "quota: cannot read spool \"%s\"", lg->rname);
-            ngx_http_quota_ledger_release(0);
-            continue;
-        }
-
-        /* whole records, up to a batch; a torn last write ends the file */
-
-        start = NULL;
-        rows = 0;
-        used = 0;
-        len = 0;
-
-        while (rows < lg->conf->pg_batch) {
-            rc = quota_spool_decode(lg->chunk.data + used, n - used,
-                                    &payload, &len, &skip);
-
-            if (rc == QUOTA_SPOOL_PARTIAL) {
-                break;
-            }
-
-            if (rc == QUOTA_SPOOL_DAMAGED) {
-                ngx_log_error(NGX_LOG_ERR, lg->log, 0,
-                              "quota: skipping %uz damaged bytes in \"%s\"",
-                              skip, lg->rname);
-
-                if (start) {
-                    break;
-                }
-
-                used += skip;
-                continue;
-            }
-
-            if (start == NULL) {
-                start = lg->chunk.data + used;
-            }
-
-            used += skip;
-            rows++;
-        }
-
-        lg->rnext = lg->roff + used;
-
-        if (rows == 0) {
-            ngx_http_quota_ledger_release(1);
-            continue;
-        }
-
-        return ngx_http_quota_ledger_send(start,
-                                          lg->chunk.data + used - start,
-                                          rows, 1);
-    }
-}
-
-
-/* opens the next spool file to replay: our own, or one nobody holds */
-
-static ngx_int_t
-ngx_http_quota_ledger_claim(void)
-{
-    DIR                      *dir;
-    size_t                    len;
-    ngx_fd_t                  fd;
-    struct dirent            *de;
-    ngx_http_quota_ledger_t  *lg;
-
-    lg = &ngx_http_quota_ledger;
-
-    if (lg->fd != NGX_INVALID_FILE && lseek(lg->fd, 0, SEEK_END) > 0) {
-        ngx_cpystrn(lg->rname, lg->name.data, NGX_MAX_PATH);
-        lg->rfd = ngx_open_file(lg->rname, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-        if (lg->rfd != NGX_INVALID_FILE) {
-            lg->roff = 0;
-            return NGX_OK;
-        }
-    }
-
-    dir = opendir((char *) lg->conf->spool->name.data);
-
-    if (dir == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                      "quota: cannot open spool directory \"%V\"",
-                      &lg->conf->spool->name);
-        return NGX_DECLINED;
-    }
-
-    while ((de = readdir(dir)) != NULL) {
-        len = ngx_strlen(de->d_name);
-
-        if (len < 7 || ngx_strcmp(de->d_name + len - 6, ".spool") != 0) {
-            continue;
-        }
-
-        ngx_snprintf(lg->rname, NGX_MAX_PATH, "%V/%s%Z",
-                     &lg->conf->spool->name, de->d_name);
-
-        if (ngx_strcmp(lg->rname, lg->name.data) == 0) {
-            continue;
-        }
-
-        fd = ngx_open_file(lg->rname, NGX_FILE_RDWR, NGX_FILE_OPEN, 0);
-
-        if (fd == NGX_INVALID_FILE) {
-            continue;
-        }
-
-        if (flock(fd, LOCK_EX|LOCK_NB) == -1) {
-            /* a live worker's, or being replayed by another worker */
-            (void) ngx_close_file(fd);
-            continue;
-        }
-
-        closedir(dir);
-
-        ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
-                      "quota: replaying spool \"%s\"", lg->rname);
-
-        lg->rfd = fd;
-        lg->roff = 0;
-
-        return NGX_OK;
-    }
-
-    closedir(dir);
-
-    return NGX_DECLINED;
-}
-
-
-/* done with the file being replayed: finished means every row is written */
-
-static void
-ngx_http_quota_ledger_release(ngx_uint_t finished)
-{
-    ngx_http_quota_ledger_t  *lg;
-
-    lg = &ngx_http_quota_ledger;
-
-    if (lg->rfd == NGX_INVALID_FILE) {
-        return;
-    }
-
-    if (finished) {
-        if (ngx_strcmp(lg->rname, lg->name.data) == 0) {
-
-            /* our own file: empty it, unless rows came in meanwhile */
-
-            if (lseek(lg->fd, 0, SEEK_END) == lg->roff
-                && ftruncate(lg->fd, 0) == -1)
-            {
-                ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                              "quota: ftruncate(\"%s\") failed", lg->rname);
-            }
-
-        } else {
-            ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
-                          "quota: spool \"%s\" replayed", lg->rname);
-
-            if (ngx_delete_file(lg->rname) == NGX_FILE_ERROR) {
-                ngx_log_error(NGX_LOG_ALERT, lg->log, ngx_errno,
-                              "quota: cannot remove \"%s\"", lg->rname);
-            }
-        }
-    }
-
-    (void) ngx_close_file(lg->rfd);
-
-    lg->rfd = NGX_INVALID_FILE;
-    lg->roff = 0;
-    lg->rnext = 0;
-}
-
-
-static ngx_int_t
-ngx_http_quota_buf_reserve(ngx_http_quota_buf_t *b, size_t len)
-{
-    u_char  *p;
-    size_t   size;
-
-    if (b->len + len <= b->size && b->data) {
-        return NGX_OK;
-    }
-
-    size = ngx_max(b->size * 2, ngx_max(b->len + len, 64 * 1024));
-
-    p = ngx_alloc(size, ngx_cycle->log);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (b->len) {
-        ngx_memcpy(p, b->data, b->len);
-    }
-
-    ngx_free(b->data);
-
-    b->data = p;
-    b->size = size;
-
-    return NGX_OK;
+    return state != NULL && state[0] == '2'
+           && (state[1] == '2' || state[1] == '3');
 }
