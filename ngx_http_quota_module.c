@@ -79,7 +79,8 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       NULL },
 
     { ngx_string("quota_price"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+      |NGX_CONF_TAKE3|NGX_CONF_TAKE4,
       ngx_http_quota_price_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -390,4 +391,41 @@ ngx_http_quota_exit_process(ngx_cycle_t *cycle)
     ngx_http_quota_ledger_exit_process(cycle);
     ngx_http_quota_limits_exit_process(cycle);
     ngx_http_quota_redis_exit_process(cycle);
+}
+
+
+void
+ngx_http_quota_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    ngx_log_t *log)
+{
+    ev->handler = handler;
+    ev->log = log;
+    ev->data = &ngx_http_quota_timer_ident;
+    ev->cancelable = 1;
+}
+
+
+void
+ngx_http_quota_forget_connection(ngx_connection_t *c)
+{
+    /* the library closes the socket: epoll forgets it then */
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
 }

@@ -177,7 +177,7 @@ typedef struct {
     quota_request_t             *req;            /* the parsed body */
     quota_usage_scan_t          *usage;          /* the response's usage */
 
-    ngx_uint_t                   bad_scope;      /* for NGX_HTTP_QUOTA_INVALID */
+    ngx_uint_t                   bad_scope;      /* when INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
 
     unsigned                     sse:1;
@@ -219,6 +219,16 @@ char *ngx_http_quota_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+
+/* a module-owned timer, which must not hold a gracefully exiting worker */
+void ngx_http_quota_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    ngx_log_t *log);
+
+/*
+ * releases an nginx connection whose socket a client library owns and
+ * closes itself (hiredis, libpq): never closes the descriptor
+ */
+void ngx_http_quota_forget_connection(ngx_connection_t *c);
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
 ngx_http_quota_ctx_t *ngx_http_quota_create_ctx(ngx_http_request_t *r);

@@ -38,6 +38,8 @@ static void ngx_http_quota_gate_reply(ngx_http_quota_redis_op_t *op,
     int64_t *values, ngx_uint_t n);
 static void ngx_http_quota_gate_decide(ngx_http_quota_ctx_t *ctx,
     int64_t *values);
+static void ngx_http_quota_gate_fail(ngx_http_quota_ctx_t *ctx,
+    const char *why);
 static void ngx_http_quota_gate_timeout(ngx_event_t *ev);
 static void ngx_http_quota_gate_wake(ngx_http_request_t *r);
 static void ngx_http_quota_give_back(ngx_http_quota_incr_t *incr,
@@ -173,11 +175,8 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     if (ngx_http_quota_redis_usable() != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "quota: redis unavailable, failing %s",
-                      ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                      ? "open" : "closed");
-        goto fail;
+        ngx_http_quota_gate_fail(ctx, "redis is unavailable");
+        return NGX_OK;
     }
 
     txn = ngx_http_quota_txn_create(ctx, r->connection->log);
@@ -187,7 +186,8 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     if (ngx_http_quota_redis_incr(txn->incr, txn->n, &txn->op) != NGX_OK) {
         ngx_free(txn);
-        goto fail;
+        ngx_http_quota_gate_fail(ctx, "redis is unavailable");
+        return NGX_OK;
     }
 
     ctx->txn = txn;
@@ -212,13 +212,22 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_AGAIN;
+}
 
-fail:
 
-    ctx->status = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                  ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
+/* no answer from Redis: the location's policy decides */
 
-    return NGX_OK;
+static void
+ngx_http_quota_gate_fail(ngx_http_quota_ctx_t *ctx, const char *why)
+{
+    ngx_uint_t  open;
+
+    open = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY;
+
+    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                  "quota: %s, failing %s", why, open ? "open" : "closed");
+
+    ctx->status = open ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
 }
 
 
@@ -480,13 +489,7 @@ ngx_http_quota_gate_reply(ngx_http_quota_redis_op_t *op, int64_t *values,
     }
 
     if (values == NULL) {
-        ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
-                      "quota: no reservation from redis, failing %s",
-                      ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                      ? "open" : "closed");
-
-        ctx->status = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                      ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
+        ngx_http_quota_gate_fail(ctx, "no reservation from redis");
 
     } else {
         ngx_http_quota_gate_decide(ctx, values);
@@ -558,26 +561,17 @@ ngx_http_quota_gate_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
 static void
 ngx_http_quota_gate_timeout(ngx_event_t *ev)
 {
-    ngx_http_quota_ctx_t        *ctx;
-    ngx_http_quota_main_conf_t  *qmcf;
+    ngx_http_quota_ctx_t  *ctx;
 
     ctx = ev->data;
 
-    qmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_quota_module);
-
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "quota: redis did not answer within %M ms, failing %s",
-                  qmcf->timeout,
-                  ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                  ? "open" : "closed");
-
     if (ctx->txn) {
+        /* the reply will find no request and give the amount back */
         ctx->txn->ctx = NULL;
         ctx->txn = NULL;
     }
 
-    ctx->status = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY
-                  ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
+    ngx_http_quota_gate_fail(ctx, "redis did not answer in time");
 
     ngx_http_quota_gate_wake(ctx->request);
 }

@@ -10,6 +10,7 @@
  */
 
 
+#include "ngx_http_quota.h"
 #include "ngx_http_quota_hiredis.h"
 
 
@@ -136,24 +137,7 @@ ngx_http_quota_hiredis_cleanup(void *data)
 {
     ngx_connection_t  *c = data;
 
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_quota_forget_connection(c);
 
     ngx_http_quota_hiredis_gone();
 }

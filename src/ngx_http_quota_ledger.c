@@ -73,15 +73,13 @@ ngx_http_quota_ledger_init_process(ngx_cycle_t *cycle,
     lg->query.timeout = NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT;
     lg->query.done = ngx_http_quota_ledger_done;
 
-    lg->flush.handler = ngx_http_quota_ledger_flush_handler;
-    lg->flush.log = cycle->log;
-    lg->flush.data = &ngx_http_quota_timer_ident;
-    lg->flush.cancelable = 1;
+    ngx_http_quota_timer_init(&lg->flush,
+                              ngx_http_quota_ledger_flush_handler,
+                              cycle->log);
 
-    lg->rescan.handler = ngx_http_quota_ledger_rescan_handler;
-    lg->rescan.log = cycle->log;
-    lg->rescan.data = &ngx_http_quota_timer_ident;
-    lg->rescan.cancelable = 1;
+    ngx_http_quota_timer_init(&lg->rescan,
+                              ngx_http_quota_ledger_rescan_handler,
+                              cycle->log);
 
     ngx_add_timer(&lg->rescan, qmcf->pg_refresh);
 

@@ -286,10 +286,9 @@ ngx_http_quota_limits_init_process(ngx_cycle_t *cycle,
     ld->listen.timeout = NGX_HTTP_QUOTA_LIMITS_TIMEOUT;
     ld->listen.done = ngx_http_quota_limits_listened;
 
-    ld->refresh.handler = ngx_http_quota_limits_refresh_handler;
-    ld->refresh.log = cycle->log;
-    ld->refresh.data = &ngx_http_quota_timer_ident;
-    ld->refresh.cancelable = 1;
+    ngx_http_quota_timer_init(&ld->refresh,
+                              ngx_http_quota_limits_refresh_handler,
+                              cycle->log);
 
     ngx_add_timer(&ld->refresh, qmcf->pg_refresh);
 

@@ -67,15 +67,13 @@ ngx_http_quota_pg_init_process(ngx_cycle_t *cycle, ngx_str_t *conninfo)
     pg->conninfo = conninfo;
     pg->log = cycle->log;
 
-    pg->reconnect.handler = ngx_http_quota_pg_reconnect_handler;
-    pg->reconnect.log = cycle->log;
-    pg->reconnect.data = &ngx_http_quota_timer_ident;
-    pg->reconnect.cancelable = 1;
+    ngx_http_quota_timer_init(&pg->reconnect,
+                              ngx_http_quota_pg_reconnect_handler,
+                              cycle->log);
 
-    pg->timer.handler = ngx_http_quota_pg_timer_handler;
-    pg->timer.log = cycle->log;
-    pg->timer.data = &ngx_http_quota_timer_ident;
-    pg->timer.cancelable = 1;
+    ngx_http_quota_timer_init(&pg->timer,
+                              ngx_http_quota_pg_timer_handler,
+                              cycle->log);
 
     ngx_http_quota_pg_connect();
 
@@ -511,26 +509,7 @@ ngx_http_quota_pg_detach(void)
         return;
     }
 
-    /* libpq closes the socket (or already has): epoll forgets it then */
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    ngx_http_quota_forget_connection(c);
 
     pg->c = NULL;
 }

@@ -96,15 +96,13 @@ ngx_http_quota_redis_init_process(ngx_cycle_t *cycle,
 
     /* module timers must not hold a gracefully exiting worker back */
 
-    rd->reconnect.handler = ngx_http_quota_redis_reconnect_handler;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.data = &ngx_http_quota_timer_ident;
-    rd->reconnect.cancelable = 1;
+    ngx_http_quota_timer_init(&rd->reconnect,
+                              ngx_http_quota_redis_reconnect_handler,
+                              cycle->log);
 
-    rd->watchdog.handler = ngx_http_quota_redis_watchdog_handler;
-    rd->watchdog.log = cycle->log;
-    rd->watchdog.data = &ngx_http_quota_timer_ident;
-    rd->watchdog.cancelable = 1;
+    ngx_http_quota_timer_init(&rd->watchdog,
+                              ngx_http_quota_redis_watchdog_handler,
+                              cycle->log);
 
     ngx_http_quota_redis_connect();
 

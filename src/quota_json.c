@@ -8,6 +8,7 @@
 
 #include "quota_json.h"
 #include "quota_money.h"
+#include "quota_resp.h"
 
 
 void
@@ -32,23 +33,9 @@ quota_out_str(quota_out_t *o, const char *s)
 void
 quota_out_int(quota_out_t *o, int64_t v)
 {
-    char      tmp[24];
-    size_t    n;
-    uint64_t  u;
+    char  tmp[24];
 
-    n = sizeof(tmp);
-    u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
-
-    do {
-        tmp[--n] = (char) ('0' + u % 10);
-        u /= 10;
-    } while (u);
-
-    if (v < 0) {
-        tmp[--n] = '-';
-    }
-
-    quota_out_bytes(o, tmp + n, sizeof(tmp) - n);
+    quota_out_bytes(o, tmp, quota_resp_int(tmp, v));
 }
 
 
