@@ -1,7 +1,8 @@
 # ngx_http_quota_module
 #
 #   make          build build/ngx_http_quota_module.so against nginx-dev
-#   make test     unit tests (cmocka) and integration tests (prove t/)
+#   make test     unit tests (cmocka), a short fuzz run and integration tests
+#   make fuzz-long  each libFuzzer target for FUZZ_TIME seconds (by hand)
 #   make demo     Redis + nginx with the module in front of a mock LLM
 #   make bench    wrk: plain proxy vs the gate vs the OpenResty way
 
@@ -17,7 +18,20 @@ UNIT_BINS  := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
 UNIT_CFLAGS := -std=c99 -D_DEFAULT_SOURCE -g -O1 -Wall -Wextra -Werror -Isrc
 
-.PHONY: all module test unit integration demo demo-stop bench clean migrate
+# libFuzzer targets fuzz/fuzz_NAME.c, seeds in fuzz/seeds/NAME/
+FUZZ_CC     := clang
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=all -Wall -Wextra -Werror -Isrc
+FUZZ_SRCS   := $(wildcard fuzz/fuzz_*.c)
+FUZZ_NAMES  := $(patsubst fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
+FUZZ_BINS   := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_RUNS   := 20000
+FUZZ_SEED   := 1
+FUZZ_TIME   := 600
+FUZZ_OPTS    = -timeout=10 -rss_limit_mb=2048 -artifact_prefix=$(BUILD)/fuzz/
+
+.PHONY: all module test unit integration demo demo-stop bench clean migrate \
+        fuzz fuzz-build fuzz-long
 
 all: module
 
@@ -32,12 +46,39 @@ $(BUILD)/unit/%: t/unit/%.c $(PURE_SRCS) $(PURE_HDRS)
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "# $$t"; $$t; done
 
+$(BUILD)/fuzz/%: fuzz/%.c $(PURE_SRCS) $(PURE_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(PURE_SRCS) -ljansson
+
+fuzz-build: $(FUZZ_BINS)
+
+# a short run with a fixed seed from a fresh corpus; a crash fails make
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_NAMES); do \
+	    c=$(BUILD)/fuzz/corpus-$$t; log=$(BUILD)/fuzz/fuzz_$$t.log; \
+	    rm -rf $$c; mkdir -p $$c; \
+	    echo "# fuzz_$$t: $(FUZZ_RUNS) runs"; \
+	    $(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) -seed=$(FUZZ_SEED) \
+	        -dict=fuzz/$$t.dict $(FUZZ_OPTS) $$c fuzz/seeds/$$t \
+	        >$$log 2>&1 || { tail -n 60 $$log; exit 1; }; \
+	    tail -n 1 $$log; \
+	done
+
+# by hand: FUZZ_TIME seconds each, the corpus kept in fuzz/corpus-NAME/
+fuzz-long: fuzz-build
+	@set -e; for t in $(FUZZ_NAMES); do \
+	    mkdir -p fuzz/corpus-$$t; \
+	    $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -max_len=40000 \
+	        -dict=fuzz/$$t.dict $(FUZZ_OPTS) fuzz/corpus-$$t fuzz/seeds/$$t; \
+	done
+
 integration: module
 	prove -I t/lib t/
 
 test:
 	@scripts/deps test
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory integration
 
 demo:

@@ -50,8 +50,8 @@ typedef struct {
  *
  * Counted as input: "messages" (string content, content-part arrays,
  * tool calls' arguments), "prompt" (string or array), "input" (string or
- * array of items), "system" (string or array of text blocks), and
- * "tools" (their JSON size).
+ * array of items), "instructions", "system" (string or array of text
+ * blocks), and "tools" (their JSON size).
  */
 int quota_request_parse(const unsigned char *body, size_t len,
     quota_request_t *req);

@@ -64,7 +64,7 @@ static void quota_usage_line_end(quota_usage_scan_t *s);
 static void quota_usage_data_begin(quota_usage_scan_t *s);
 static void quota_usage_dispatch(quota_usage_scan_t *s);
 static int quota_usage_wanted(const unsigned char *p, size_t len);
-static void quota_usage_apply(quota_usage_scan_t *s, json_t *u);
+static void quota_usage_apply(quota_usage_scan_t *s, json_t *u, int final);
 static int quota_usage_count(json_t *obj, const char *key, int64_t *n);
 static void quota_usage_model(quota_usage_scan_t *s, json_t *v);
 static void quota_usage_append(quota_usage_scan_t *s, const unsigned char *p,
@@ -300,7 +300,7 @@ quota_usage_capture_end(quota_usage_scan_t *s)
         v = json_loadb((const char *) s->buf, s->len, JSON_DECODE_ANY, NULL);
 
         if (json_is_object(v) && s->want == QUOTA_WANT_USAGE) {
-            quota_usage_apply(s, v);
+            quota_usage_apply(s, v, 1);
 
         } else if (s->want == QUOTA_WANT_MODEL) {
             quota_usage_model(s, v);
@@ -431,7 +431,7 @@ quota_usage_data_begin(quota_usage_scan_t *s)
 static void
 quota_usage_dispatch(quota_usage_scan_t *s)
 {
-    size_t   i;
+    size_t   i, j;
     json_t  *root, *where[3], *usage, *model;
 
     if (!s->has_data || s->overflow || !quota_usage_wanted(s->buf, s->len)) {
@@ -455,18 +455,21 @@ quota_usage_dispatch(quota_usage_scan_t *s)
         usage = json_object_get(where[i], "usage");
 
         if (json_is_object(usage)) {
-            quota_usage_apply(s, usage);
-
-            for (i = 0; i < 3; i++) {
-                model = json_object_get(where[i], "model");
-
-                if (json_is_string(model)) {
-                    quota_usage_model(s, model);
-                    break;
-                }
-            }
-
             break;
+        }
+    }
+
+    if (i < 3) {
+        /* message_start's output count is a placeholder */
+        quota_usage_apply(s, usage, i != 1);
+
+        for (j = 0; j < 3; j++) {
+            model = json_object_get(where[j], "model");
+
+            if (json_is_string(model)) {
+                quota_usage_model(s, model);
+                break;
+            }
         }
     }
 
@@ -525,10 +528,15 @@ quota_usage_wanted(const unsigned char *p, size_t len)
  * One usage object, merged into what is known: each count from the
  * latest object that reports it, as Anthropic's message_delta repeats
  * the output so far.  Input is normalized to all input, cached included.
+ *
+ * The output count of Anthropic's message_start (final 0) is kept but
+ * not taken as seen: it is 1 or so whatever the answer, and a stream
+ * cut before its message_delta (a client gone mid-stream) must be
+ * charged its estimate, not the input and one token.
  */
 
 static void
-quota_usage_apply(quota_usage_scan_t *s, json_t *u)
+quota_usage_apply(quota_usage_scan_t *s, json_t *u, int final)
 {
     int64_t  n, extra;
 
@@ -554,7 +562,7 @@ quota_usage_apply(quota_usage_scan_t *s, json_t *u)
         || quota_usage_count(u, "output_tokens", &n))
     {
         s->usage.completion = n;
-        s->seen_output = 1;
+        s->seen_output |= final;
     }
 
     if (quota_usage_count(json_object_get(u, "prompt_tokens_details"),
