@@ -120,7 +120,9 @@ sub reset_data {
 # ---------------------------------------------------------------- migrations
 
 subtest 'migrations apply twice and leave the same schema' => sub {
-    is(pg_migrate("$ROOT/migrations"), 3, 'harness applied 3 files');
+    my @files = map { s{.*/}{}r } sort glob "$ROOT/migrations/*.sql";
+    is(pg_migrate("$ROOT/migrations"), scalar @files,
+       'harness applied every file');
     my $first = schema_dump();
     like($first, qr/CREATE TABLE quota\.spend_events/, 'schema has the ledger');
     pg_migrate("$ROOT/migrations");
@@ -128,21 +130,23 @@ subtest 'migrations apply twice and leave the same schema' => sub {
 
     my ($rc, $out) = sh($MIGRATE, $CONN);
     is($rc, 0, 'scripts/migrate on a migrated database') or diag($out);
-    like($out, qr/^applied 001_schema\.sql\napplied 002_ledger\.sql\napplied 003_views\.sql\n\z/,
+    is($out, join('', map { "applied $_\n" } @files),
          'applies (and records) the files in name order');
     is_deeply([psql('SELECT name FROM quota.schema_migrations ORDER BY name')],
-              [qw(001_schema.sql 002_ledger.sql 003_views.sql)], 'schema_migrations');
+              \@files, 'schema_migrations');
 
     ($rc, $out) = sh($MIGRATE, $CONN);
     is($rc, 0, 'second run');
-    is(scalar(() = $out =~ /^skip    \S+ \(already applied\)$/mg), 3, 'skips recorded files') or diag($out);
+    is(scalar(() = $out =~ /^skip    \S+ \(already applied\)$/mg), scalar @files,
+       'skips recorded files') or diag($out);
 
     {
         local $ENV{QUOTA_PG} = $CONN;
         ($rc, $out) = sh($MIGRATE, '--all');
     }
     is($rc, 0, '--all with $QUOTA_PG') or diag($out);
-    is(scalar(() = $out =~ /^applied /mg), 3, '--all applies every file again');
+    is(scalar(() = $out =~ /^applied /mg), scalar @files,
+       '--all applies every file again');
     is(schema_dump(), $first, 'same schema after scripts/migrate --all');
 
     ($rc, $out) = sh($MIGRATE, 'host=127.0.0.1 port=1 dbname=quota user=postgres connect_timeout=2');
