@@ -10,6 +10,8 @@
  * more than any part of it can be.
  */
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -20,10 +22,30 @@
 #define QUOTA_REQUEST_DEPTH  64
 
 
+/*
+ * Chat bodies are mostly prose, and jansson decodes and copies every
+ * string byte by byte only for this file to learn its length.  A body of
+ * QUOTA_REQUEST_SKELETON bytes or more is parsed as its skeleton: each
+ * string value of that many bytes or more is replaced by a placeholder,
+ * "\u0000" and its number, and its lengths are kept aside.  JSON text
+ * cannot hold a raw NUL, a body that holds the escape is parsed whole,
+ * and model names are far shorter, so a placeholder is never mistaken.
+ */
+#define QUOTA_REQUEST_SKELETON  256
+
+
+typedef struct {
+    uint64_t              text;         /* decoded, in UTF-8 bytes */
+    uint64_t              json;         /* as jansson writes it, quoted */
+} quota_string_t;
+
+
 typedef struct {
     uint64_t              bytes;        /* text, in UTF-8 bytes */
     uint64_t              tokens;       /* part and message allowances */
     size_t                len;          /* of the body */
+    quota_string_t       *strings;      /* taken out of the skeleton */
+    size_t                nstrings;
     unsigned              deep:1;       /* the body's size was counted */
 } quota_count_t;
 
@@ -37,17 +59,29 @@ static void quota_request_content(json_t *content, int level,
 static void quota_request_part(json_t *part, int level, quota_count_t *c);
 static void quota_request_strings(json_t *v, quota_count_t *c);
 static void quota_request_size(json_t *v, quota_count_t *c);
-static int quota_request_shallow(json_t *v, int depth);
+static int quota_request_shallow(json_t *v, int depth, quota_count_t *c,
+    uint64_t *extra);
 static void quota_request_add(uint64_t *sum, uint64_t n);
+static void quota_request_text(quota_count_t *c, json_t *v);
+static quota_string_t *quota_request_placeholder(quota_count_t *c,
+    json_t *v);
+static unsigned char *quota_request_skeleton(const unsigned char *body,
+    size_t len, size_t *out, quota_count_t *c);
+static int quota_request_has_nul(const unsigned char *body, size_t len);
+static unsigned long quota_request_hex4(const unsigned char *p);
+static void quota_request_code_point(unsigned long cp, uint64_t *text,
+    uint64_t *json);
 
 
 int
 quota_request_parse(const unsigned char *body, size_t len,
     quota_request_t *req)
 {
+    size_t          n;
     json_t         *root, *v;
     uint64_t        tokens;
     quota_count_t   c;
+    unsigned char  *skeleton;
 
     memset(req, 0, sizeof(quota_request_t));
     req->max_output = -1;
@@ -56,14 +90,26 @@ quota_request_parse(const unsigned char *body, size_t len,
         return -1;
     }
 
-    root = json_loadb((const char *) body, len, 0, NULL);
+    memset(&c, 0, sizeof(quota_count_t));
+    c.len = len;
 
-    if (root == NULL) {
-        return -1;
+    skeleton = NULL;
+
+    if (len >= QUOTA_REQUEST_SKELETON && !quota_request_has_nul(body, len)) {
+        skeleton = quota_request_skeleton(body, len, &n, &c);
     }
 
-    if (!json_is_object(root)) {
+    if (skeleton) {
+        root = json_loadb((const char *) skeleton, n, JSON_ALLOW_NUL, NULL);
+        free(skeleton);
+
+    } else {
+        root = json_loadb((const char *) body, len, 0, NULL);
+    }
+
+    if (root == NULL || !json_is_object(root)) {
         json_decref(root);
+        free(c.strings);
         return -1;
     }
 
@@ -80,12 +126,10 @@ quota_request_parse(const unsigned char *body, size_t len,
                                                           "include_usage"));
     }
 
-    memset(&c, 0, sizeof(quota_count_t));
-    c.len = len;
-
     quota_request_input(root, &c);
 
     json_decref(root);
+    free(c.strings);
 
     tokens = c.bytes / QUOTA_REQUEST_BYTES_PER_TOKEN
              + (c.bytes % QUOTA_REQUEST_BYTES_PER_TOKEN != 0);
@@ -136,7 +180,8 @@ quota_request_model(json_t *root, quota_request_t *req)
 
     n = json_string_length(v);
 
-    if (n >= QUOTA_MODEL_MAX) {
+    /* a NUL is no model name, and could be a skeleton's placeholder */
+    if (n >= QUOTA_MODEL_MAX || memchr(json_string_value(v), '\0', n)) {
         return;
     }
 
@@ -259,7 +304,7 @@ quota_request_message(json_t *msg, quota_count_t *c)
     quota_request_add(&c->tokens, QUOTA_REQUEST_MESSAGE_TOKENS);
 
     if (json_is_string(msg)) {
-        quota_request_add(&c->bytes, json_string_length(msg));
+        quota_request_text(c, msg);
         return;
     }
 
@@ -275,20 +320,20 @@ quota_request_message(json_t *msg, quota_count_t *c)
         v = json_object_get(json_object_get(call, "function"), "arguments");
 
         if (json_is_string(v)) {
-            quota_request_add(&c->bytes, json_string_length(v));
+            quota_request_text(c, v);
         }
     }
 
     v = json_object_get(msg, "arguments");
 
     if (json_is_string(v)) {
-        quota_request_add(&c->bytes, json_string_length(v));
+        quota_request_text(c, v);
     }
 
     v = json_object_get(msg, "output");
 
     if (json_is_string(v)) {
-        quota_request_add(&c->bytes, json_string_length(v));
+        quota_request_text(c, v);
     }
 }
 
@@ -302,7 +347,7 @@ quota_request_content(json_t *content, int level, quota_count_t *c)
     json_t  *part;
 
     if (json_is_string(content)) {
-        quota_request_add(&c->bytes, json_string_length(content));
+        quota_request_text(c, content);
         return;
     }
 
@@ -326,14 +371,14 @@ quota_request_part(json_t *part, int level, quota_count_t *c)
     const char  *type;
 
     if (json_is_string(part)) {
-        quota_request_add(&c->bytes, json_string_length(part));
+        quota_request_text(c, part);
         return;
     }
 
     v = json_object_get(part, "text");
 
     if (json_is_string(v)) {
-        quota_request_add(&c->bytes, json_string_length(v));
+        quota_request_text(c, v);
         return;
     }
 
@@ -366,13 +411,13 @@ quota_request_strings(json_t *v, quota_count_t *c)
     json_t  *item, *id;
 
     if (json_is_string(v)) {
-        quota_request_add(&c->bytes, json_string_length(v));
+        quota_request_text(c, v);
         return;
     }
 
     json_array_foreach(v, i, item) {
         if (json_is_string(item)) {
-            quota_request_add(&c->bytes, json_string_length(item));
+            quota_request_text(c, item);
 
         } else if (json_is_integer(item)) {
             quota_request_add(&c->tokens, 1);
@@ -388,16 +433,23 @@ quota_request_strings(json_t *v, quota_count_t *c)
 }
 
 
-/* the length of v's compact serialization */
+/*
+ * the length of v's compact serialization, each placeholder counted as
+ * the string it stands for
+ */
 
 static void
 quota_request_size(json_t *v, quota_count_t *c)
 {
-    if (quota_request_shallow(v, 0)) {
+    uint64_t  size, extra;
+
+    extra = 0;
+
+    if (quota_request_shallow(v, 0, c, &extra)) {
         /* a NULL buffer of size 0 only measures */
-        quota_request_add(&c->bytes,
-                          json_dumpb(v, NULL, 0,
-                                     JSON_COMPACT | JSON_ENCODE_ANY));
+        size = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+        quota_request_add(&size, extra);
+        quota_request_add(&c->bytes, size);
         return;
     }
 
@@ -408,14 +460,31 @@ quota_request_size(json_t *v, quota_count_t *c)
 }
 
 
-/* v nests at most QUOTA_REQUEST_DEPTH levels; the recursion stops there */
+/*
+ * v nests at most QUOTA_REQUEST_DEPTH levels (the recursion stops there);
+ * *extra gains what its placeholders' strings add to its serialization
+ */
 
 static int
-quota_request_shallow(json_t *v, int depth)
+quota_request_shallow(json_t *v, int depth, quota_count_t *c,
+    uint64_t *extra)
 {
-    size_t       i;
-    json_t      *item;
-    const char  *key;
+    size_t           i;
+    json_t          *item;
+    const char      *key;
+    quota_string_t  *str;
+
+    if (json_is_string(v)) {
+        str = quota_request_placeholder(c, v);
+
+        if (str) {
+            /* what jansson writes: quotes, "\u0000" and the number */
+            quota_request_add(extra,
+                              str->json - (8 + json_string_length(v) - 1));
+        }
+
+        return 1;
+    }
 
     if (!json_is_array(v) && !json_is_object(v)) {
         return 1;
@@ -427,7 +496,7 @@ quota_request_shallow(json_t *v, int depth)
 
     if (json_is_array(v)) {
         json_array_foreach(v, i, item) {
-            if (!quota_request_shallow(item, depth + 1)) {
+            if (!quota_request_shallow(item, depth + 1, c, extra)) {
                 return 0;
             }
         }
@@ -436,7 +505,7 @@ quota_request_shallow(json_t *v, int depth)
     }
 
     json_object_foreach(v, key, item) {
-        if (!quota_request_shallow(item, depth + 1)) {
+        if (!quota_request_shallow(item, depth + 1, c, extra)) {
             return 0;
         }
     }
@@ -445,8 +514,258 @@ quota_request_shallow(json_t *v, int depth)
 }
 
 
+/* adds the text of string v, or of the string its placeholder stands for */
+
+static void
+quota_request_text(quota_count_t *c, json_t *v)
+{
+    quota_string_t  *str;
+
+    str = quota_request_placeholder(c, v);
+
+    quota_request_add(&c->bytes, str ? str->text : json_string_length(v));
+}
+
+
+static quota_string_t *
+quota_request_placeholder(quota_count_t *c, json_t *v)
+{
+    size_t       i, n, k;
+    const char  *p;
+
+    if (c->strings == NULL || !json_is_string(v)) {
+        return NULL;
+    }
+
+    p = json_string_value(v);
+    n = json_string_length(v);
+
+    if (n < 2 || p[0] != '\0') {
+        return NULL;
+    }
+
+    k = 0;
+
+    for (i = 1; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return NULL;
+        }
+
+        k = k * 10 + (size_t) (p[i] - '0');
+
+        if (k >= c->nstrings) {
+            return NULL;
+        }
+    }
+
+    return &c->strings[k];
+}
+
+
+/*
+ * The skeleton of body: long string values out, placeholders in.  The
+ * strings' ends are found the way JSON defines them; their contents are
+ * not checked, as the upstream will.  NULL: parse the body whole (no
+ * memory, or a string that never ends, which jansson will refuse).
+ */
+
+static unsigned char *
+quota_request_skeleton(const unsigned char *body, size_t len, size_t *out,
+    quota_count_t *c)
+{
+    size_t                i, j, k, o, n;
+    uint64_t              text, json;
+    unsigned char        *sk;
+    quota_string_t       *str;
+    const unsigned char  *q, *e;
+
+    sk = malloc(len);
+    c->strings = malloc((len / QUOTA_REQUEST_SKELETON + 1)
+                        * sizeof(quota_string_t));
+
+    if (sk == NULL || c->strings == NULL) {
+        goto whole;
+    }
+
+    n = 0;
+    o = 0;
+
+    for (i = 0; i < len; /* void */) {
+
+        /* up to the next string, as is */
+
+        q = memchr(body + i, '"', len - i);
+        k = q ? (size_t) (q - body) : len;
+
+        memcpy(sk + o, body + i, k - i);
+        o += k - i;
+        i = k;
+
+        if (i == len) {
+            break;
+        }
+
+        /* the string: runs of plain bytes between escapes */
+
+        text = 0;
+        json = 2;
+
+        for (j = i + 1; j < len; /* void */) {
+            q = memchr(body + j, '"', len - j);
+            k = q ? (size_t) (q - body) : len;
+
+            e = memchr(body + j, '\\', k - j);
+
+            if (e == NULL) {
+                text += k - j;
+                json += k - j;
+                j = k;
+                break;
+            }
+
+            text += (size_t) (e - body) - j;
+            json += (size_t) (e - body) - j;
+            j = e - body;
+
+            if (j + 1 >= len) {
+                goto whole;
+            }
+
+            if (body[j + 1] != 'u' || j + 5 >= len) {
+                /* \/ is written back as '/', the others stay escaped */
+                text++;
+                json += body[j + 1] == '/' ? 1 : 2;
+                j += 2;
+                continue;
+            }
+
+            quota_request_code_point(quota_request_hex4(body + j + 2),
+                                     &text, &json);
+            j += 6;
+        }
+
+        if (j >= len) {
+            goto whole;
+        }
+
+        /* a key (followed by ':') stays, whatever its length */
+
+        for (k = j + 1; k < len && (body[k] == ' ' || body[k] == '\t'
+                                    || body[k] == '\n' || body[k] == '\r');
+             k++)
+        {
+            /* void */
+        }
+
+        if (j + 1 - i < QUOTA_REQUEST_SKELETON
+            || (k < len && body[k] == ':'))
+        {
+            memcpy(sk + o, body + i, j + 1 - i);
+            o += j + 1 - i;
+            i = j + 1;
+            continue;
+        }
+
+        str = &c->strings[n];
+        str->text = text;
+        str->json = json;
+
+        o += (size_t) sprintf((char *) sk + o, "\"\\u0000%zu\"", n);
+        n++;
+        i = j + 1;
+    }
+
+    c->nstrings = n;
+    *out = o;
+
+    return sk;
+
+whole:
+
+    free(sk);
+    free(c->strings);
+    c->strings = NULL;
+
+    return NULL;
+}
+
+
 static void
 quota_request_add(uint64_t *sum, uint64_t n)
 {
     *sum = *sum > UINT64_MAX - n ? UINT64_MAX : *sum + n;
+}
+
+
+/* whether body may hold the escape "\u0000" a placeholder starts with */
+
+static int
+quota_request_has_nul(const unsigned char *body, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i + 6 <= len; i++) {
+        if (body[i] == '\\' && memcmp(body + i + 1, "u0000", 5) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* the value of four hex digits; anything else reads as a large code point */
+
+static unsigned long
+quota_request_hex4(const unsigned char *p)
+{
+    int            i;
+    unsigned long  v;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        v <<= 4;
+
+        if (p[i] >= '0' && p[i] <= '9') {
+            v |= (unsigned long) (p[i] - '0');
+
+        } else if ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f') {
+            v |= (unsigned long) ((p[i] | 0x20) - 'a' + 10);
+
+        } else {
+            return 0xffff;
+        }
+    }
+
+    return v;
+}
+
+
+/*
+ * what one \uXXXX adds: its UTF-8 bytes (each half of a surrogate pair
+ * two of the pair's four), and as jansson writes it back, UTF-8 except
+ * for '"', '\\' and control characters
+ */
+
+static void
+quota_request_code_point(unsigned long cp, uint64_t *text, uint64_t *json)
+{
+    uint64_t  n;
+
+    n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : (cp >= 0xd800 && cp < 0xe000) ? 2
+                                                                        : 3;
+    *text += n;
+
+    if (cp == '"' || cp == '\\' || cp == '\b' || cp == '\f' || cp == '\n'
+        || cp == '\r' || cp == '\t')
+    {
+        *json += 2;
+
+    } else if (cp < 0x20 || cp == 0x7f) {
+        *json += cp == 0x7f ? 1 : 6;
+
+    } else {
+        *json += n;
+    }
 }

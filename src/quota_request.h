@@ -45,8 +45,11 @@ typedef struct {
 /*
  * Reads body.  Returns 0 when body is a JSON object (req filled), -1
  * otherwise (malformed, truncated, not an object, nested too deep: req
- * is zeroed with max_output -1).  A "model" longer than QUOTA_MODEL_MAX
- * counts as no model.  Never reads past len, never crashes on any bytes.
+ * is zeroed with max_output -1).  The insides of string values of 256
+ * bytes or more are counted, not validated: escapes and UTF-8 in the
+ * prose of a message are the upstream's to refuse.  A "model" longer
+ * than QUOTA_MODEL_MAX counts as no model.  Never reads past len, never
+ * crashes on any bytes.
  *
  * Counted as input: "messages" (string content, content-part arrays,
  * tool calls' arguments), "prompt" (string or array), "input" (string or
