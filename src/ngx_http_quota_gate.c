@@ -17,6 +17,16 @@
 #include "ngx_http_quota_limits.h"
 
 
+/* a period's current window and key tail, worked out once a second */
+typedef struct {
+    time_t                       now;
+    u_char                      *meter;
+    time_t                       end;
+    size_t                       len;
+    u_char                       tail[128];
+} ngx_http_quota_window_t;
+
+
 struct ngx_http_quota_txn_s {
     ngx_http_quota_redis_op_t    op;             /* first: op == txn */
     ngx_http_quota_ctx_t        *ctx;            /* NULL: orphaned */
@@ -26,6 +36,8 @@ struct ngx_http_quota_txn_s {
 
 
 static void ngx_http_quota_cleanup(void *data);
+static ngx_http_quota_window_t *ngx_http_quota_gate_window(ngx_str_t *meter,
+    quota_period_e period, time_t now);
 static ngx_int_t ngx_http_quota_gate_scopes(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static ngx_int_t ngx_http_quota_gate_keys(ngx_http_request_t *r,
@@ -137,7 +149,7 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     if ((qlcf->estimate_auto || qlcf->stream_usage
          || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
-        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked))
+        && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)))
     {
         return ngx_http_quota_body_read(r, ctx);
     }
@@ -343,10 +355,10 @@ static ngx_int_t
 ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     u_char                      *path, *p;
-    size_t                       len, tail;
-    int64_t                      start, end;
+    size_t                       len;
     ngx_uint_t                   i;
     ngx_http_quota_key_t        *k;
+    ngx_http_quota_window_t     *w;
     ngx_http_quota_rule_t       *rule;
     ngx_http_quota_main_conf_t  *qmcf;
     size_t                       ends[NGX_HTTP_QUOTA_MAX_KEYS + 1];
@@ -383,8 +395,6 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    tail = quota_key_tail_len(ctx->conf->meter.len);
-
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
 
@@ -393,24 +403,52 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->limit = rule[i].limit;
         k->value = 0;
 
-        quota_period_window(k->period, ctx->now, &start, &end);
-        k->window_end = (time_t) end;
+        w = ngx_http_quota_gate_window(&ctx->conf->meter, k->period,
+                                       ctx->now);
+        k->window_end = w->end;
 
         k->key.data = ngx_pnalloc(r->pool,
-                                  qmcf->prefix.len + ends[k->depth] + tail);
+                                  qmcf->prefix.len + ends[k->depth] + w->len);
         if (k->key.data == NULL) {
             return NGX_ERROR;
         }
 
         p = ngx_cpymem(k->key.data, qmcf->prefix.data, qmcf->prefix.len);
         p = ngx_cpymem(p, path, ends[k->depth]);
-        p = quota_key_tail(p, ctx->conf->meter.data, ctx->conf->meter.len,
-                           k->period, start);
+        p = ngx_cpymem(p, w->tail, w->len);
 
         k->key.len = p - k->key.data;
     }
 
     return NGX_OK;
+}
+
+
+/* every key of a period shares its window until the clock moves on */
+
+static ngx_http_quota_window_t *
+ngx_http_quota_gate_window(ngx_str_t *meter, quota_period_e period,
+    time_t now)
+{
+    int64_t                   start, end;
+    ngx_http_quota_window_t  *w;
+
+    static ngx_http_quota_window_t  windows[QUOTA_PERIOD_COUNT];
+
+    w = &windows[period];
+
+    if (w->now != now || w->meter != meter->data) {
+        quota_period_window(period, now, &start, &end);
+
+        w->len = quota_key_tail(w->tail, meter->data, meter->len, period,
+                                start)
+                 - w->tail;
+        w->end = (time_t) end;
+        w->now = now;
+        w->meter = meter->data;
+    }
+
+    return w;
 }
 
 
