@@ -1,0 +1,48 @@
+/*
+ * Helpers shared by the unit tests of src/quota_key.c (test_key_*.c):
+ * the includes, U(), the canary byte, the fixed times around
+ * 2026-11-23T14:05:00Z and the seeded xorshift64* generator.  Each test
+ * binary compiles its own copy.
+ */
+
+#ifndef KEY_HELPERS_H
+#define KEY_HELPERS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "quota_key.h"
+
+
+#define U(s)  ((const unsigned char *) (s))
+
+#define CANARY  0xA5
+
+/* 2026-11-23T14:05:00Z and the day and week (a Monday) that hold it */
+#define T_MINUTE  1795442700LL
+#define T_HOUR    1795442400LL
+#define T_DAY     1795392000LL
+#define T_MONTH   1793491200LL
+
+
+static uint64_t  rng_state = 0xb7e151628aed2a6bULL;
+
+static inline uint64_t
+rng(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+
+    return rng_state * 0x2545f4914f6cdd1dULL;
+}
+
+
+#endif /* KEY_HELPERS_H */

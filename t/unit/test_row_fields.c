@@ -1,0 +1,442 @@
+/*
+ * Unit tests for src/quota_row.c, the row itself: the ledger row of the
+ * contract example (docs/ledger-contract.md) byte for byte and field by
+ * field, nulls (upstream_status 0, no model, negative token counts) and
+ * values, every decision and period, odd strings, and the snprintf-like
+ * contract ((NULL, 0) sizing, a canary after short buffers).  Rows are
+ * parsed back with jansson (json_loadb, flags 0).
+ */
+
+#include "row_helpers.h"
+
+
+static const char  contract_row[] =
+    "{\"request_id\":\"web-1:7f3a9c0e6b2d4f8a9e1c3b5d7f9a1c3e\","
+    "\"ts_ms\":1763911800123,"
+    "\"host\":\"web-1\","
+    "\"resource_type\":\"llm\","
+    "\"scope_names\":[\"tenant\",\"user\"],"
+    "\"scope_ids\":[\"acme\",\"bob\"],"
+    "\"decision\":\"allowed\","
+    "\"estimated_micros\":50000,"
+    "\"actual_micros\":42000,"
+    "\"upstream_status\":200,"
+    "\"http_status\":200,"
+    "\"model\":null,"
+    "\"prompt_tokens\":null,"
+    "\"completion_tokens\":null,"
+    "\"cached_tokens\":null,"
+    "\"limits\":["
+    "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000},"
+    "{\"depth\":2,\"period\":\"day\",\"limit_micros\":5000000},"
+    "{\"depth\":1,\"period\":\"month\",\"limit_micros\":1000000000}"
+    "]}";
+
+
+static void
+check_int(json_t *o, const char *key, json_int_t want)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+    assert_non_null(v);
+    assert_true(json_is_integer(v));
+    assert_int_equal(json_integer_value(v), want);
+}
+
+
+static void
+check_null(json_t *o, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+    assert_non_null(v);
+    assert_true(json_is_null(v));
+}
+
+
+static void
+check_str(json_t *o, const char *key, const char *want, size_t len)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+    assert_non_null(v);
+    assert_true(json_is_string(v));
+    assert_int_equal(json_string_length(v), len);
+    assert_memory_equal(json_string_value(v), want, len);
+}
+
+
+static void
+test_contract_example_bytes(void **state)
+{
+    char               *buf;
+    size_t              n;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[2];
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+    scopes[1] = scope("user", "bob", 3);
+    r = contract(scopes, 2);
+
+    buf = row_json(&r, &n);
+
+    assert_int_equal(n, sizeof(contract_row) - 1);
+    assert_memory_equal(buf, contract_row, n);
+
+    free(buf);
+}
+
+
+static void
+test_contract_example_fields(void **state)
+{
+    char               *buf;
+    size_t              n;
+    json_t             *j, *want, *a, *l;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[2];
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+    scopes[1] = scope("user", "bob", 3);
+    r = contract(scopes, 2);
+
+    buf = row_json(&r, &n);
+    j = load(buf, n);
+
+    check_fields(j);
+
+    check_str(j, "request_id", "web-1:7f3a9c0e6b2d4f8a9e1c3b5d7f9a1c3e", 38);
+    check_int(j, "ts_ms", 1763911800123LL);
+    check_str(j, "host", "web-1", 5);
+    check_str(j, "resource_type", "llm", 3);
+    check_str(j, "decision", "allowed", 7);
+    check_int(j, "estimated_micros", 50000);
+    check_int(j, "actual_micros", 42000);
+    check_int(j, "upstream_status", 200);
+    check_int(j, "http_status", 200);
+    check_null(j, "model");
+    check_null(j, "prompt_tokens");
+    check_null(j, "completion_tokens");
+    check_null(j, "cached_tokens");
+
+    a = json_object_get(j, "scope_names");
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_array_get(a, 0)), "tenant");
+    assert_string_equal(json_string_value(json_array_get(a, 1)), "user");
+
+    a = json_object_get(j, "scope_ids");
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_array_get(a, 0)), "acme");
+    assert_string_equal(json_string_value(json_array_get(a, 1)), "bob");
+
+    a = json_object_get(j, "limits");
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 3);
+
+    l = json_array_get(a, 0);
+    assert_int_equal(json_object_size(l), 3);
+    check_int(l, "depth", 1);
+    check_str(l, "period", "day", 3);
+    check_int(l, "limit_micros", 50000000);
+
+    l = json_array_get(a, 1);
+    assert_int_equal(json_object_size(l), 3);
+    check_int(l, "depth", 2);
+    check_str(l, "period", "day", 3);
+    check_int(l, "limit_micros", 5000000);
+
+    l = json_array_get(a, 2);
+    assert_int_equal(json_object_size(l), 3);
+    check_int(l, "depth", 1);
+    check_str(l, "period", "month", 5);
+    check_int(l, "limit_micros", 1000000000);
+
+    /* and as a whole, the example of the contract */
+    want = load(contract_row, sizeof(contract_row) - 1);
+    assert_true(json_equal(j, want));
+
+    json_decref(want);
+    json_decref(j);
+    free(buf);
+}
+
+
+static void
+test_values_instead_of_nulls(void **state)
+{
+    char                     *buf;
+    size_t                    n, i;
+    json_t                   *j, *a, *l;
+    quota_row_t               r;
+    quota_scope_ref_t         scopes[3];
+    quota_row_limit_t         limits[QUOTA_PERIOD_COUNT];
+
+    static const char        *names[QUOTA_PERIOD_COUNT] = {
+        "minute", "hour", "day", "week", "month"
+    };
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+    scopes[1] = scope("team", "ml", 2);
+    scopes[2] = scope("user", "bob", 3);
+
+    for (i = 0; i < QUOTA_PERIOD_COUNT; i++) {
+        limits[i].depth = (unsigned) (i % 3 + 1);
+        limits[i].period = (quota_period_e) i;
+        limits[i].limit = (int64_t) (i + 1) * 1000000000LL + 7;
+    }
+
+    r = contract(scopes, 3);
+    r.model = U("gpt-4o-mini");
+    r.model_len = 11;
+    r.prompt_tokens = 1200;
+    r.completion_tokens = 345;
+    r.cached_tokens = 0;
+    r.estimated = 9000000000000LL;
+    r.actual = 0;
+    r.limits = limits;
+    r.nlimits = QUOTA_PERIOD_COUNT;
+
+    buf = row_json(&r, &n);
+    j = load(buf, n);
+
+    check_fields(j);
+    check_str(j, "model", "gpt-4o-mini", 11);
+    check_int(j, "prompt_tokens", 1200);
+    check_int(j, "completion_tokens", 345);
+    check_int(j, "cached_tokens", 0);
+    check_int(j, "estimated_micros", 9000000000000LL);
+    check_int(j, "actual_micros", 0);
+
+    a = json_object_get(j, "scope_names");
+    assert_int_equal(json_array_size(a), 3);
+    assert_string_equal(json_string_value(json_array_get(a, 1)), "team");
+
+    a = json_object_get(j, "limits");
+    assert_int_equal(json_array_size(a), QUOTA_PERIOD_COUNT);
+
+    for (i = 0; i < QUOTA_PERIOD_COUNT; i++) {
+        l = json_array_get(a, i);
+        assert_int_equal(json_object_size(l), 3);
+        check_int(l, "depth", (json_int_t) (i % 3 + 1));
+        check_str(l, "period", names[i], strlen(names[i]));
+        check_int(l, "limit_micros", (json_int_t) (i + 1) * 1000000000LL + 7);
+    }
+
+    assert_non_null(strstr(buf, "\"model\":\"gpt-4o-mini\","
+                                "\"prompt_tokens\":1200,"
+                                "\"completion_tokens\":345,"
+                                "\"cached_tokens\":0,"));
+
+    json_decref(j);
+    free(buf);
+}
+
+
+static void
+test_nulls(void **state)
+{
+    char               *buf;
+    size_t              n;
+    json_t             *j;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[1];
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+
+    /* denied: no upstream, nothing spent */
+    r = contract(scopes, 1);
+    r.decision = "denied";
+    r.actual = 0;
+    r.upstream_status = 0;
+    r.http_status = 429;
+    r.prompt_tokens = -1;
+    r.completion_tokens = -2;
+    r.cached_tokens = INT64_MIN;
+
+    buf = row_json(&r, &n);
+    j = load(buf, n);
+
+    check_fields(j);
+    check_str(j, "decision", "denied", 6);
+    check_null(j, "upstream_status");
+    check_int(j, "http_status", 429);
+    check_null(j, "model");
+    check_null(j, "prompt_tokens");
+    check_null(j, "completion_tokens");
+    check_null(j, "cached_tokens");
+    check_int(j, "actual_micros", 0);
+
+    assert_non_null(strstr(buf, "\"upstream_status\":null,"
+                                "\"http_status\":429,\"model\":null,"));
+
+    json_decref(j);
+    free(buf);
+
+    /* an upstream error status is kept, a model of zero length is "" */
+    r.upstream_status = 502;
+    r.http_status = 502;
+    r.model = U("");
+    r.model_len = 0;
+    r.prompt_tokens = 0;
+
+    buf = row_json(&r, &n);
+    j = load(buf, n);
+
+    check_int(j, "upstream_status", 502);
+    check_str(j, "model", "", 0);
+    check_int(j, "prompt_tokens", 0);
+    check_null(j, "completion_tokens");
+
+    json_decref(j);
+    free(buf);
+}
+
+
+static void
+test_every_decision_and_no_scopes(void **state)
+{
+    static const char  *decisions[] = {
+        "allowed", "denied", "fail_open", "fail_closed", "abandoned"
+    };
+
+    char         *buf;
+    size_t        n, i;
+    json_t       *j;
+    quota_row_t   r;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(decisions) / sizeof(decisions[0]); i++) {
+        r = contract(NULL, 0);
+        r.decision = decisions[i];
+        r.limits = NULL;
+        r.nlimits = 0;
+
+        buf = row_json(&r, &n);
+        j = load(buf, n);
+
+        check_fields(j);
+        check_str(j, "decision", decisions[i], strlen(decisions[i]));
+        assert_int_equal(json_array_size(json_object_get(j, "scope_names")),
+                         0);
+        assert_int_equal(json_array_size(json_object_get(j, "scope_ids")),
+                         0);
+        assert_int_equal(json_array_size(json_object_get(j, "limits")), 0);
+
+        assert_non_null(strstr(buf, "\"scope_names\":[],\"scope_ids\":[],"));
+        assert_non_null(strstr(buf, "\"limits\":[]}"));
+
+        json_decref(j);
+        free(buf);
+    }
+}
+
+
+static void
+test_odd_strings_stay_valid_json(void **state)
+{
+    char               *buf;
+    size_t              n;
+    json_t             *j;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[1];
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+
+    r = contract(scopes, 1);
+    r.request_id = U("h\"1\\:\x01\xff");
+    r.request_id_len = 7;
+    r.host = U("we\"b");
+    r.host_len = 4;
+    r.model = U("m\no\xc3\xa9\0x");
+    r.model_len = 7;
+
+    buf = row_json(&r, &n);
+    j = load(buf, n);
+
+    check_fields(j);
+    check_str(j, "request_id", "h\"1\\:\x01\xef\xbf\xbd", 9);
+    check_str(j, "host", "we\"b", 4);
+    check_str(j, "model", "m\no\xc3\xa9\xef\xbf\xbdx", 9);
+
+    json_decref(j);
+    free(buf);
+}
+
+
+static void
+test_null_zero_gives_length_and_no_overrun(void **state)
+{
+    char               *full, *buf;
+    size_t              n, size, got, i;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[2];
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "ac%me/\"x\"", 10);
+    scopes[1] = scope("user", "b\xc3\xa9\x01", 4);
+    r = contract(scopes, 2);
+    r.model = U("gpt");
+    r.model_len = 3;
+
+    n = quota_row_json(NULL, 0, &r);
+    assert_true(n > sizeof(contract_row) - 1);
+
+    full = row_json(&r, &got);
+    assert_int_equal(got, n);
+
+    buf = malloc(n + 64);
+    assert_non_null(buf);
+
+    for (size = 0; size <= n + 1; size++) {
+        memset(buf, CANARY, n + 64);
+
+        assert_int_equal(quota_row_json(buf, size, &r), n);
+
+        i = size < n ? size : n;
+        assert_memory_equal(buf, full, i);
+
+        for (/* void */; i < n + 64; i++) {
+            assert_int_equal((unsigned char) buf[i], CANARY);
+        }
+    }
+
+    /* a NULL buffer with a size of 0 never writes */
+    assert_int_equal(quota_row_json(NULL, 0, &r), n);
+
+    free(buf);
+    free(full);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_contract_example_bytes),
+        cmocka_unit_test(test_contract_example_fields),
+        cmocka_unit_test(test_values_instead_of_nulls),
+        cmocka_unit_test(test_nulls),
+        cmocka_unit_test(test_every_decision_and_no_scopes),
+        cmocka_unit_test(test_odd_strings_stay_valid_json),
+        cmocka_unit_test(test_null_zero_gives_length_and_no_overrun),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
