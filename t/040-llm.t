@@ -159,6 +159,10 @@ subtest 'a request whose max_tokens does not fit is refused before the call' => 
     my $j = decode_json($res->{body});
     is($j->{quotaDetails}{estimatedCostUsd} * 1e6, estimate(2.5, 10, 10000),
        'the 429 names the estimate from max_tokens');
+    # the reservation is returned before the ledger row is written
+    is_deeply([@{row($res->{tenant})}[0 .. 2]],
+              ['denied', estimate(2.5, 10, 10000), 0],
+              'ledger row: denied, the estimate, nothing charged');
     is(counter($res->{tenant}), 0, 'nothing spent');
 
     $res = chat('/tight', { model => 'gpt-4o', max_tokens => 100, @hello });
