@@ -282,8 +282,7 @@ ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
     *p++ = '[';
 
     for (used = 0; used < records->len; used += skip) {
-        (void) quota_spool_decode(records->data + used, records->len - used,
-                                  &payload, &len, &skip);
+        skip = quota_spool_payload(records->data + used, &payload, &len);
 
         if (p > lg->json.data + 1) {
             *p++ = ',';

@@ -178,8 +178,7 @@ ngx_http_quota_spool_set_aside(ngx_http_quota_buf_t *records)
     }
 
     for (used = 0; used < records->len; used += skip) {
-        (void) quota_spool_decode(records->data + used, records->len - used,
-                                  &payload, &len, &skip);
+        skip = quota_spool_payload(records->data + used, &payload, &len);
 
         if (write(fd, payload, len) != (ssize_t) len
             || write(fd, "\n", 1) != 1)

@@ -12,25 +12,6 @@
 
 
 void
-quota_out_bytes(quota_out_t *o, const void *s, size_t n)
-{
-    if (o->len < o->size) {
-        memcpy(o->p + o->len, s,
-               o->size - o->len < n ? o->size - o->len : n);
-    }
-
-    o->len += n;
-}
-
-
-void
-quota_out_str(quota_out_t *o, const char *s)
-{
-    quota_out_bytes(o, s, strlen(s));
-}
-
-
-void
 quota_out_int(quota_out_t *o, int64_t v)
 {
     char  tmp[24];
@@ -99,6 +80,20 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
 
     for (i = 0; i < len; /* void */) {
 
+        /* printable ASCII stands for itself: copied a run at a time */
+
+        for (n = i; n < len && s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"'
+                    && s[n] != '\\'; n++)
+        {
+            /* void */
+        }
+
+        if (n > i) {
+            quota_out_bytes(o, s + i, n - i);
+            i = n;
+            continue;
+        }
+
         if (s[i] >= 0x80) {
             n = quota_utf8_len(s + i, len - i);
 
@@ -123,7 +118,8 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
             esc[1] = (char) s[i];
             quota_out_bytes(o, esc, 2);
 
-        } else if (s[i] < 0x20 || s[i] == 0x7f) {
+        } else {
+            /* a control character or DEL */
             esc[0] = '\\';
             esc[1] = 'u';
             esc[2] = '0';
@@ -131,9 +127,6 @@ quota_out_escaped(quota_out_t *o, const unsigned char *s, size_t len)
             esc[4] = hex[s[i] >> 4];
             esc[5] = hex[s[i] & 0xf];
             quota_out_bytes(o, esc, 6);
-
-        } else {
-            quota_out_bytes(o, s + i, 1);
         }
 
         i++;

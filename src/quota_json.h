@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "quota_period.h"
 
@@ -75,8 +76,30 @@ size_t quota_sse_wrap(char *buf, size_t size, const char *json,
 size_t quota_json_string(char *buf, size_t size, const unsigned char *s,
     size_t len);
 
-void quota_out_bytes(quota_out_t *o, const void *s, size_t n);
-void quota_out_str(quota_out_t *o, const char *s);
+/*
+ * Inline: most of a ledger row or a 429 body is short literals, and
+ * inlined, their strlen and memcpy fold into a few moves.
+ */
+
+static inline void
+quota_out_bytes(quota_out_t *o, const void *s, size_t n)
+{
+    if (o->len < o->size) {
+        memcpy(o->p + o->len, s,
+               o->size - o->len < n ? o->size - o->len : n);
+    }
+
+    o->len += n;
+}
+
+
+static inline void
+quota_out_str(quota_out_t *o, const char *s)
+{
+    quota_out_bytes(o, s, strlen(s));
+}
+
+
 void quota_out_int(quota_out_t *o, int64_t v);
 void quota_out_money(quota_out_t *o, int64_t micros);
 

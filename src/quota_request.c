@@ -702,10 +702,12 @@ quota_request_add(uint64_t *sum, uint64_t n)
 static int
 quota_request_has_nul(const unsigned char *body, size_t len)
 {
-    size_t  i;
+    const unsigned char  *p, *end;
 
-    for (i = 0; i + 6 <= len; i++) {
-        if (body[i] == '\\' && memcmp(body + i + 1, "u0000", 5) == 0) {
+    end = body + len;
+
+    for (p = body; (p = memchr(p, '\\', end - p)) != NULL; p++) {
+        if (end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0) {
             return 1;
         }
     }

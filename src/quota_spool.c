@@ -4,43 +4,20 @@
 
 #include <string.h>
 
+#include <zlib.h>
+
 #include "quota_spool.h"
 
 
 static const unsigned char  quota_spool_magic[4] = { 'Q', 'S', 'R', '1' };
 
 
+/* zlib's CRC-32: the polynomial of gzip and PNG, and nginx links it anyway */
+
 uint32_t
 quota_crc32(const unsigned char *p, size_t len)
 {
-    static uint32_t  table[256];
-    static int       ready;
-
-    size_t    i;
-    uint32_t  crc, c;
-    unsigned  k;
-
-    if (!ready) {
-        for (i = 0; i < 256; i++) {
-            c = (uint32_t) i;
-
-            for (k = 0; k < 8; k++) {
-                c = (c & 1) ? 0xedb88320 ^ (c >> 1) : c >> 1;
-            }
-
-            table[i] = c;
-        }
-
-        ready = 1;
-    }
-
-    crc = 0xffffffff;
-
-    for (i = 0; i < len; i++) {
-        crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    }
-
-    return crc ^ 0xffffffff;
+    return (uint32_t) crc32_z(0, p, len);
 }
 
 
@@ -140,4 +117,15 @@ quota_spool_decode(const unsigned char *buf, size_t size,
     *consumed = QUOTA_SPOOL_HEADER + n;
 
     return QUOTA_SPOOL_OK;
+}
+
+
+size_t
+quota_spool_payload(const unsigned char *rec, const unsigned char **payload,
+    size_t *len)
+{
+    *len = quota_spool_get32(rec + 4);
+    *payload = rec + QUOTA_SPOOL_HEADER;
+
+    return QUOTA_SPOOL_HEADER + *len;
 }

@@ -42,4 +42,12 @@ size_t quota_spool_encode(unsigned char *dst, const unsigned char *payload,
 int quota_spool_decode(const unsigned char *buf, size_t size,
     const unsigned char **payload, size_t *len, size_t *consumed);
 
+/*
+ * the payload of a record known to be whole and sound (encoded by this
+ * process, or read back by quota_spool_decode), without checking it
+ * again; returns the record's size with the header
+ */
+size_t quota_spool_payload(const unsigned char *rec,
+    const unsigned char **payload, size_t *len);
+
 #endif /* QUOTA_SPOOL_H */
