@@ -213,7 +213,7 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     u_char                      *id;
     char                        *json;
-    size_t                       len;
+    size_t                       len, size;
     ngx_uint_t                   i;
     quota_row_t                  row;
     ngx_http_variable_value_t   *rid;
@@ -282,14 +282,29 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     row.limits = limits;
     row.nlimits = ctx->nkeys;
 
-    len = quota_row_json(NULL, 0, &row);
+    /* one pass into a buffer the row cannot outgrow */
 
-    json = ngx_pnalloc(r->pool, len);
+    size = quota_row_json_max(&row);
+
+    json = ngx_pnalloc(r->pool, size);
     if (json == NULL) {
         return;
     }
 
-    (void) quota_row_json(json, len, &row);
+    len = quota_row_json(json, size, &row);
+
+    if (len > size) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "quota: ledger row of %uz bytes over its bound %uz",
+                      len, size);
+
+        json = ngx_pnalloc(r->pool, len);
+        if (json == NULL) {
+            return;
+        }
+
+        (void) quota_row_json(json, len, &row);
+    }
 
     ngx_http_quota_ledger_add((u_char *) json, len);
 }

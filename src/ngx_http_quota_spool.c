@@ -20,6 +20,9 @@
 
 #define NGX_HTTP_QUOTA_SPOOL_READ  (256 * 1024)
 
+/* while PostgreSQL is behind, a full queue is spooled every few hundred ms */
+#define NGX_HTTP_QUOTA_SPOOL_REPORT  10
+
 
 typedef struct {
     ngx_str_t                     dir;
@@ -35,12 +38,16 @@ typedef struct {
 
     ngx_http_quota_buf_t          chunk;      /* read back from rfd */
 
+    ngx_uint_t                    unreported; /* rows spooled, not logged */
+    time_t                        reported;
+
     unsigned                      scan:1;     /* files may be waiting */
 } ngx_http_quota_spool_t;
 
 
 static ngx_int_t ngx_http_quota_spool_claim(void);
 static void ngx_http_quota_spool_release(ngx_uint_t finished);
+static void ngx_http_quota_spool_report(ngx_uint_t now);
 
 
 static ngx_http_quota_spool_t  ngx_http_quota_spool;
@@ -75,6 +82,7 @@ ngx_http_quota_spool_exit(void)
     sp = &ngx_http_quota_spool;
 
     ngx_http_quota_spool_release(0);
+    ngx_http_quota_spool_report(1);
 
     if (sp->fd != NGX_INVALID_FILE) {
 
@@ -141,9 +149,8 @@ ngx_http_quota_spool_append(ngx_http_quota_buf_t *records)
         goto done;
     }
 
-    ngx_log_error(NGX_LOG_WARN, sp->log, 0,
-                  "quota: %ui ledger rows spooled to \"%s\"",
-                  records->rows, sp->name);
+    sp->unreported += records->rows;
+    ngx_http_quota_spool_report(0);
 
     sp->scan = 1;
 
@@ -151,6 +158,30 @@ done:
 
     records->len = 0;
     records->rows = 0;
+}
+
+
+/* one line per burst and then one every few seconds, not one per batch */
+
+static void
+ngx_http_quota_spool_report(ngx_uint_t now)
+{
+    ngx_http_quota_spool_t  *sp;
+
+    sp = &ngx_http_quota_spool;
+
+    if (sp->unreported == 0
+        || (!now && ngx_time() < sp->reported + NGX_HTTP_QUOTA_SPOOL_REPORT))
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, sp->log, 0,
+                  "quota: %ui ledger rows spooled to \"%s\"",
+                  sp->unreported, sp->name);
+
+    sp->unreported = 0;
+    sp->reported = ngx_time();
 }
 
 
@@ -397,6 +428,7 @@ ngx_http_quota_spool_release(ngx_uint_t finished)
 
     if (finished) {
         if (ngx_strcmp(sp->rname, sp->name) == 0) {
+            ngx_http_quota_spool_report(1);
 
             /* our own file: empty it, unless rows came in meanwhile */
 

@@ -92,6 +92,35 @@ quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
 }
 
 
+/*
+ * The bound: a JSON string byte takes at most 6 ("\u00XX", or "\ufffd" for
+ * a byte of invalid UTF-8), a display byte at most 3 ("%XX"; '"' and '\\'
+ * take 2), a number at most 20; QUOTA_ROW_FIXED covers the names and
+ * punctuation, QUOTA_ROW_LIMIT one entry of "limits" with its numbers.
+ */
+
+#define QUOTA_ROW_FIXED  512
+#define QUOTA_ROW_LIMIT  96
+
+
+size_t
+quota_row_json_max(const quota_row_t *row)
+{
+    size_t  i, n;
+
+    n = QUOTA_ROW_FIXED
+        + 6 * (row->request_id_len + row->host_len + row->meter_len
+               + row->model_len)
+        + QUOTA_ROW_LIMIT * row->nlimits;
+
+    for (i = 0; i < row->nscopes; i++) {
+        n += row->scopes[i].name_len + 4 + 3 * row->scopes[i].value_len + 4;
+    }
+
+    return n;
+}
+
+
 size_t
 quota_row_json(char *buf, size_t size, const quota_row_t *row)
 {

@@ -54,6 +54,12 @@ typedef struct {
 size_t quota_row_json(char *buf, size_t size, const quota_row_t *row);
 
 /*
+ * a size quota_row_json() never exceeds for this row, found without
+ * writing it, so that the row is written in one pass
+ */
+size_t quota_row_json_max(const quota_row_t *row);
+
+/*
  * display form of a scope id: its bytes, but "%", "/", "=", control bytes
  * and bytes that are not part of valid UTF-8 become %XX; injective, and
  * safe to join with "/" into a path

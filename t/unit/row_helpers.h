@@ -114,6 +114,7 @@ row_json(const quota_row_t *r, size_t *n)
 
     len = quota_row_json(NULL, 0, r);
     assert_true(len > 0);
+    assert_true(len <= quota_row_json_max(r));
 
     buf = malloc(len + 1);
     assert_non_null(buf);

@@ -379,6 +379,71 @@ test_odd_strings_stay_valid_json(void **state)
 }
 
 
+/* rows made of the bytes that grow most: the one-pass bound still holds */
+static void
+test_bound_holds_for_the_widest_rows(void **state)
+{
+    char                *buf;
+    size_t               n, i, k;
+    quota_row_t          r;
+    quota_row_limit_t    limits[16];
+    quota_scope_ref_t    scopes[8];
+    unsigned char        wide[4][256];
+    static const unsigned char  grow[] = { 0x01, 0xff, '"', '%', '\\', 0x7f };
+
+    (void) state;
+
+    for (k = 0; k < sizeof(grow); k++) {
+        for (i = 0; i < 4; i++) {
+            memset(wide[i], grow[k], sizeof(wide[i]));
+        }
+
+        for (i = 0; i < 8; i++) {
+            scopes[i] = scope("a_rather_long_scope_name", wide[i % 4], 256);
+        }
+
+        for (i = 0; i < 16; i++) {
+            limits[i].depth = 8;
+            limits[i].period = QUOTA_PERIOD_MINUTE;
+            limits[i].limit = INT64_MIN;
+        }
+
+        r = contract(scopes, 8);
+        r.request_id = wide[0];
+        r.request_id_len = 256;
+        r.host = wide[1];
+        r.host_len = 256;
+        r.meter = wide[2];
+        r.meter_len = 256;
+        r.model = wide[3];
+        r.model_len = 256;
+        r.ts_ms = INT64_MIN;
+        r.estimated = INT64_MIN;
+        r.actual = INT64_MIN;
+        r.upstream_status = -2147483647;
+        r.http_status = -2147483647;
+        r.prompt_tokens = INT64_MAX;
+        r.completion_tokens = INT64_MAX;
+        r.cached_tokens = INT64_MAX;
+        r.limits = limits;
+        r.nlimits = 16;
+
+        buf = row_json(&r, &n);
+        assert_true(n <= quota_row_json_max(&r));
+        free(buf);
+
+        /* and the empty row */
+
+        r = contract(NULL, 0);
+        r.request_id_len = 0;
+        r.host_len = 0;
+        r.meter_len = 0;
+        r.nlimits = 0;
+        assert_true(quota_row_json(NULL, 0, &r) <= quota_row_json_max(&r));
+    }
+}
+
+
 static void
 test_null_zero_gives_length_and_no_overrun(void **state)
 {
@@ -435,6 +500,7 @@ main(void)
         cmocka_unit_test(test_nulls),
         cmocka_unit_test(test_every_decision_and_no_scopes),
         cmocka_unit_test(test_odd_strings_stay_valid_json),
+        cmocka_unit_test(test_bound_holds_for_the_widest_rows),
         cmocka_unit_test(test_null_zero_gives_length_and_no_overrun),
     };
 
