@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_quota_body_filter(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_quota_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_quota_add_handler(ngx_array_t *handlers,
+    ngx_http_handler_pt handler, ngx_uint_t first);
 static ngx_int_t ngx_http_quota_init_process(ngx_cycle_t *cycle);
 static void ngx_http_quota_exit_process(ngx_cycle_t *cycle);
 
@@ -280,8 +282,6 @@ ngx_http_quota_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_quota_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_uint_t                  n;
-    ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -294,16 +294,13 @@ ngx_http_quota_postconfiguration(ngx_conf_t *cf)
      * charged, and a scope may come from auth_request_set.
      */
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
-    if (h == NULL) {
+    if (ngx_http_quota_add_handler(
+            &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers,
+            ngx_http_quota_access_handler, 1)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    h = cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers.elts;
-    n = cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers.nelts;
-
-    ngx_memmove(&h[1], &h[0], (n - 1) * sizeof(ngx_http_handler_pt));
-    h[0] = ngx_http_quota_access_handler;
 
     /*
      * Under "satisfy any" a check that lets the request in skips the rest
@@ -312,34 +309,57 @@ ngx_http_quota_postconfiguration(ngx_conf_t *cf)
      * gated already just passes.
      */
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
-    if (h == NULL) {
+    if (ngx_http_quota_add_handler(
+            &cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers,
+            ngx_http_quota_access_handler, 0)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    *h = ngx_http_quota_access_handler;
 
     /*
      * Log handlers run in registration order: first in line, settlement
      * is done before access_log reads $quota_actual_usd.
      */
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
+    if (ngx_http_quota_add_handler(
+            &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers,
+            ngx_http_quota_log_handler, 1)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
-    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
-
-    ngx_memmove(&h[1], &h[0], (n - 1) * sizeof(ngx_http_handler_pt));
-    h[0] = ngx_http_quota_log_handler;
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_quota_header_filter;
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_quota_body_filter;
+
+    return NGX_OK;
+}
+
+
+/* first: ahead of the handlers registered so far, not after them */
+
+static ngx_int_t
+ngx_http_quota_add_handler(ngx_array_t *handlers, ngx_http_handler_pt handler,
+    ngx_uint_t first)
+{
+    ngx_http_handler_pt  *h;
+
+    h = ngx_array_push(handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (first) {
+        h = handlers->elts;
+        ngx_memmove(&h[1], &h[0],
+                    (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
+    }
+
+    *h = handler;
 
     return NGX_OK;
 }

@@ -75,26 +75,34 @@ $$;
 ------------------------------------------------------------------------------
 -- Scope paths.  Ids arrive in display form (ledger-contract.md: '%', '/',
 -- '=' and odd bytes are %XX-escaped), so 'tenant=acme/user=bob' names one
--- scope unambiguously.  depth limits the path to the first depth scopes
--- (depth 0 -> '', the parent of a top-level scope).  IMMUTABLE because it is
--- used in a generated column; plpgsql rather than SQL because a SQL function
--- with an aggregate is not inlined and costs ~40 us a call in the ledger
--- trigger.
+-- scope unambiguously.  scope_paths gives the path at every depth,
+-- {tenant=acme, tenant=acme/user=bob}, for the ledger trigger; scope_path one
+-- of them, limited to the first depth scopes (depth 0 -> '', the parent of a
+-- top-level scope).  IMMUTABLE because used in a generated column; plpgsql
+-- rather than SQL because a SQL function with an aggregate is not inlined
+-- and costs ~40 us a call in the ledger trigger.
 ------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION quota.scope_paths(names text[], ids text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    paths text[] := '{}';
+    path  text := '';
+BEGIN
+    FOR i IN 1 .. least(cardinality(ids), cardinality(names)) LOOP
+        path := CASE WHEN i > 1 THEN path || '/' ELSE '' END
+                || names[i] || '=' || ids[i];
+        paths[i] := path;
+    END LOOP;
+    RETURN paths;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION quota.scope_path(names text[], ids text[], depth integer DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    path text := '';
-BEGIN
-    IF names IS NULL OR ids IS NULL THEN
-        RETURN NULL;            -- let the NOT NULL constraints speak
-    END IF;
-    FOR i IN 1 .. least(coalesce(depth, cardinality(ids)), cardinality(ids), cardinality(names)) LOOP
-        path := path || CASE WHEN i > 1 THEN '/' ELSE '' END || names[i] || '=' || ids[i];
-    END LOOP;
-    RETURN path;
-END
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce((quota.scope_paths(names, ids))[least(coalesce(depth, cardinality(ids)),
+                                                          cardinality(names))], '')
 $$;
 
 ------------------------------------------------------------------------------

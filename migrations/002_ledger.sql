@@ -76,8 +76,9 @@ CREATE TABLE IF NOT EXISTS quota.spend_events (
     completion_tokens bigint,
     cached_tokens     bigint,
     limits            jsonb NOT NULL DEFAULT '[]',
-    -- Convenience for support: {"tenant":"acme","user":"bob"} (GIN-indexed,
-    -- WHERE scopes @> '{"user":"bob"}') and 'tenant=acme/user=bob'.
+    -- Convenience for support: {"tenant":"acme","user":"bob"} (WHERE scopes
+    -- @> '{"user":"bob"}'; support queries go through the indexes on the
+    -- first scope id and time) and 'tenant=acme/user=bob'.
     scopes            jsonb GENERATED ALWAYS AS (jsonb_object(scope_names, scope_ids)) STORED,
     scope_path        text  GENERATED ALWAYS AS (quota.scope_path(scope_names, scope_ids)) STORED,
     inserted_at       timestamptz NOT NULL DEFAULT now(),
@@ -93,9 +94,6 @@ CREATE INDEX IF NOT EXISTS spend_events_ts_idx ON quota.spend_events (ts);
 -- one tenant's history: WHERE scope_ids[1] = 'acme' ORDER BY ts DESC LIMIT n
 CREATE INDEX IF NOT EXISTS spend_events_first_scope_ts_idx
     ON quota.spend_events ((scope_ids[1]), ts);
--- any scope by name and id: WHERE scopes @> '{"user":"bob"}'
-CREATE INDEX IF NOT EXISTS spend_events_scopes_idx
-    ON quota.spend_events USING gin (scopes jsonb_path_ops);
 -- denials and failures; partial, so the common 'allowed' insert skips it
 CREATE INDEX IF NOT EXISTS spend_events_decision_ts_idx
     ON quota.spend_events (decision, ts) WHERE decision <> 'allowed';
@@ -144,66 +142,75 @@ CREATE TABLE IF NOT EXISTS quota.spend_windows (
 CREATE INDEX IF NOT EXISTS spend_windows_scope_idx
     ON quota.spend_windows (scope, scope_id, period, window_start);
 
--- AFTER INSERT on spend_events.  Only a row that was really inserted fires
--- it: record_spend uses ON CONFLICT DO NOTHING, so a replayed row is never
--- counted twice.
+-- AFTER INSERT on spend_events, once per statement: nginx writes the ledger
+-- in batches (quota.record_spend), and the batch is added up per window and
+-- each window upserted once; per row that would be two upserts a row.  Only
+-- rows really inserted are in the transition table: record_spend uses ON
+-- CONFLICT DO NOTHING, so a replayed row is never counted twice.
 CREATE OR REPLACE FUNCTION quota.spend_events_count() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    paths   text[] := '{}';     -- paths[d]: tenant=acme/user=bob
-    idpaths text[] := '{}';     -- idpaths[d]: acme/bob (cost_quotas form)
 BEGIN
-    -- Prefix paths of every depth, built once per row (this runs for every
-    -- request, keep it cheap).
-    FOR d IN 1 .. cardinality(NEW.scope_ids) LOOP
-        paths[d]   := coalesce(paths[d - 1] || '/', '')
-                      || NEW.scope_names[d] || '=' || NEW.scope_ids[d];
-        idpaths[d] := coalesce(idpaths[d - 1] || '/', '') || NEW.scope_ids[d];
-    END LOOP;
-
-    -- Remember every scope path of the row (no-op after the first time).
-    INSERT INTO quota.scopes AS s (scope_path, depth, scope, scope_id, parent_path, first_seen_at)
-    SELECT paths[d], d, NEW.scope_names[d], idpaths[d], coalesce(paths[d - 1], ''), NEW.ts
-      FROM generate_series(1, cardinality(NEW.scope_ids)) AS d
-     ORDER BY d
+    -- every scope path of the batch, remembered the first time it comes
+    INSERT INTO quota.scopes AS s
+           (scope_path, depth, scope, scope_id, parent_path, first_seen_at)
+    SELECT DISTINCT ON (p.paths[d])
+           p.paths[d], d, n.scope_names[d],
+           array_to_string(n.scope_ids[1:d], '/'),
+           coalesce(p.paths[d - 1], ''), n.ts
+      FROM new_rows n,
+           LATERAL (SELECT quota.scope_paths(n.scope_names, n.scope_ids)
+                        AS paths) p,
+           generate_series(1, cardinality(n.scope_ids)) AS d
+     ORDER BY p.paths[d], n.ts
         ON CONFLICT (scope_path) DO NOTHING;
 
-    -- One window per distinct (depth, period) of the row's limits.  DISTINCT
-    -- ON because ON CONFLICT DO UPDATE cannot touch one row twice in a
-    -- statement; with duplicates the tightest limit is the one in force.
-    -- Rows are locked in (depth, period) order; see record_spend for why
-    -- order matters.
+    -- per row, one entry for each distinct (depth, period) of its limits,
+    -- the tightest when a row names one twice; then per window, the sums
     INSERT INTO quota.spend_windows AS w
            (period, window_start, resource_type, scope_path, window_end,
             depth, scope, scope_id, parent_path,
             spend_micros, requests, denials, last_limit_micros, last_seen_at)
-    SELECT DISTINCT ON (l.depth, l.period)
-           l.period,
-           quota.window_start(l.period, NEW.ts),
-           NEW.resource_type,
-           paths[l.depth],
-           quota.window_end(l.period, NEW.ts),
-           l.depth,
-           NEW.scope_names[l.depth],
-           idpaths[l.depth],
-           coalesce(paths[l.depth - 1], ''),
-           NEW.actual_micros,
-           1,
-           (NEW.decision = 'denied')::int,
-           l.limit_micros,
-           NEW.ts
-      FROM jsonb_to_recordset(NEW.limits) AS l(depth integer, period text, limit_micros bigint)
-     ORDER BY l.depth, l.period, l.limit_micros
+    SELECT e.period, e.window_start, e.resource_type, e.path, e.window_end,
+           e.depth, e.scope, e.id, e.parent,
+           sum(e.actual_micros), count(*),
+           count(*) FILTER (WHERE e.denied),
+           (array_agg(e.limit_micros ORDER BY e.ts DESC))[1],
+           max(e.ts)
+      FROM (SELECT DISTINCT ON (n.request_id, l.depth, l.period)
+                   l.period,
+                   quota.window_start(l.period, n.ts) AS window_start,
+                   quota.window_end(l.period, n.ts) AS window_end,
+                   n.resource_type,
+                   p.paths[l.depth] AS path,
+                   l.depth,
+                   n.scope_names[l.depth] AS scope,
+                   array_to_string(n.scope_ids[1:l.depth], '/') AS id,
+                   coalesce(p.paths[l.depth - 1], '') AS parent,
+                   n.actual_micros,
+                   n.decision = 'denied' AS denied,
+                   l.limit_micros,
+                   n.ts
+              FROM new_rows n,
+                   LATERAL (SELECT quota.scope_paths(n.scope_names,
+                                                     n.scope_ids) AS paths) p,
+                   jsonb_to_recordset(n.limits)
+                       AS l(depth integer, period text, limit_micros bigint)
+             ORDER BY n.request_id, l.depth, l.period, l.limit_micros) e
+     GROUP BY e.period, e.window_start, e.resource_type, e.path,
+              e.window_end, e.depth, e.scope, e.id, e.parent
+     -- concurrent batches lock window rows in one order: no deadlocks
+     ORDER BY e.period, e.window_start, e.resource_type, e.path
         ON CONFLICT (period, window_start, resource_type, scope_path) DO UPDATE
        SET spend_micros = w.spend_micros + EXCLUDED.spend_micros,
-           requests     = w.requests + 1,
+           requests     = w.requests + EXCLUDED.requests,
            denials      = w.denials + EXCLUDED.denials,
-           -- Spooled rows can arrive late: an older row must not overwrite
-           -- the limit seen by a newer one.
+           -- spooled rows can arrive late: an older batch must not
+           -- overwrite the limit a newer row was checked against
            last_limit_micros = CASE WHEN EXCLUDED.last_seen_at >= w.last_seen_at
                                     THEN EXCLUDED.last_limit_micros
                                     ELSE w.last_limit_micros END,
            last_seen_at = greatest(w.last_seen_at, EXCLUDED.last_seen_at);
+
     RETURN NULL;
 END
 $$;
@@ -211,7 +218,8 @@ $$;
 DROP TRIGGER IF EXISTS spend_events_count ON quota.spend_events;
 CREATE TRIGGER spend_events_count
     AFTER INSERT ON quota.spend_events
-    FOR EACH ROW EXECUTE FUNCTION quota.spend_events_count();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION quota.spend_events_count();
 
 ------------------------------------------------------------------------------
 -- quota.record_spend(batch): what nginx calls, SELECT quota.record_spend($1).
@@ -242,12 +250,10 @@ LANGUAGE sql VOLATILE AS $$
                upstream_status integer, http_status integer, model text,
                prompt_tokens bigint, completion_tokens bigint,
                cached_tokens bigint, limits jsonb)
-         -- Several nginx workers flush batches at once, and every row
-         -- updates shared window rows (the tenant's day window).  Inserting
-         -- in one global order (meter, then scope ids from the top) makes
-         -- concurrent batches lock window rows in the same order: no
-         -- deadlocks.
-         ORDER BY r.resource_type, r.scope_ids, r.ts_ms, r.request_id
+         -- Batches that share rows (a replay beside a retry) take their
+         -- request ids in one order: no deadlocks.  The window rows all
+         -- batches share are locked in order by spend_events_count.
+         ORDER BY r.request_id
             ON CONFLICT (request_id) DO NOTHING
         RETURNING 1)
     SELECT count(*)::integer FROM inserted

@@ -244,6 +244,7 @@ int64_t ngx_http_quota_body_estimate(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 int64_t ngx_http_quota_usage_cost(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_model(ngx_http_quota_ctx_t *ctx, ngx_str_t *model);
 
 ngx_int_t ngx_http_quota_filter_header(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);

@@ -603,11 +603,8 @@ ngx_http_quota_gate_timeout(ngx_event_t *ev)
 
     ctx = ev->data;
 
-    if (ctx->txn) {
-        /* the reply will find no request and give the amount back */
-        ctx->txn->ctx = NULL;
-        ctx->txn = NULL;
-    }
+    /* let go of the reservation as a request that ended would */
+    ngx_http_quota_cleanup(ctx);
 
     ngx_http_quota_gate_fail(ctx, "redis did not answer in time");
 

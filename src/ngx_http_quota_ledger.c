@@ -164,8 +164,10 @@ ngx_http_quota_ledger_add(u_char *row, size_t len)
         }
     }
 
-    lg->queue.len += quota_spool_encode(lg->queue.data + lg->queue.len,
-                                        row, len);
+    /* checksummed only if it is spooled: most rows never reach a disk */
+
+    lg->queue.len += quota_spool_frame(lg->queue.data + lg->queue.len,
+                                       row, len);
     lg->queue.rows++;
 
     if (lg->queue.rows >= lg->conf->pg_batch) {

@@ -195,13 +195,15 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_OK;
     }
 
-    /* the scope ids in display form, joined: "acme/bob" */
+    /*
+     * the scope ids in display form, joined: "acme/bob"; a byte displays
+     * as 3 at the most ("%XX"), so one pass writes them
+     */
 
     len = 0;
 
     for (i = 0; i < ctx->nscopes; i++) {
-        len += quota_display(NULL, 0, ctx->path[i].value,
-                             ctx->path[i].value_len) + 1;
+        len += 3 * ctx->path[i].value_len + 1;
     }
 
     ids = ngx_pnalloc(r->pool, len);

@@ -19,6 +19,8 @@
 #include "quota_row.h"
 
 
+static int64_t ngx_http_quota_reported(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, ngx_msec_t elapsed);
 static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
     ngx_msec_t *elapsed);
 static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
@@ -36,10 +38,8 @@ static const char  *ngx_http_quota_decisions[] = {
 int64_t
 ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    int64_t                     cost;
-    ngx_str_t                   value;
-    ngx_msec_t                  elapsed;
-    ngx_http_quota_loc_conf_t  *qlcf;
+    int64_t     cost;
+    ngx_msec_t  elapsed;
 
     if (ctx->costed) {
         return ctx->actual;
@@ -63,6 +63,35 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return 0;
     }
 
+    cost = ngx_http_quota_reported(r, ctx, elapsed);
+
+    if (cost >= 0) {
+        ctx->actual = cost;
+
+    } else if (ctx->upstream_status < NGX_HTTP_INTERNAL_SERVER_ERROR) {
+
+        /* served, but its cost cannot be read: never free */
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "quota: no cost reported, charging the estimate");
+
+        ctx->actual = ctx->estimate;
+    }
+
+    return ctx->actual;
+}
+
+
+/* the cost the upstream's response reports, -1 if none */
+
+static int64_t
+ngx_http_quota_reported(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    ngx_msec_t elapsed)
+{
+    int64_t                     cost;
+    ngx_str_t                   value;
+    ngx_http_quota_loc_conf_t  *qlcf;
+
     qlcf = ctx->conf;
 
     switch (qlcf->actual) {
@@ -72,60 +101,32 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                 == NGX_OK
             && quota_money_parse((char *) value.data, value.len, &cost) == 0)
         {
-            ctx->actual = cost;
             return cost;
         }
 
-        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-            return 0;
-        }
-
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "quota: no cost reported (\"%V\"), charging the "
-                      "estimate", &value);
-        break;
+        return -1;
 
     case NGX_HTTP_QUOTA_ACTUAL_ELAPSED:
+
+        /* time is billed only when the upstream served the request */
+
         if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-            return 0;
+            return -1;
         }
 
         /* rate is micro-dollars per second; round up to the micro-dollar */
         cost = qlcf->actual_amount.fixed;
-        ctx->actual = (int64_t) (elapsed / 1000) * cost
-                      + ((int64_t) (elapsed % 1000) * cost + 999) / 1000;
-        ctx->actual = ngx_min(ctx->actual, QUOTA_MONEY_MAX);
-        return ctx->actual;
+        cost = (int64_t) (elapsed / 1000) * cost
+               + ((int64_t) (elapsed % 1000) * cost + 999) / 1000;
+
+        return ngx_min(cost, QUOTA_MONEY_MAX);
 
     case NGX_HTTP_QUOTA_ACTUAL_USAGE:
-        cost = ngx_http_quota_usage_cost(r, ctx);
-
-        if (cost >= 0) {
-            ctx->actual = cost;
-            return cost;
-        }
-
-        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-            return 0;
-        }
-
-        /* a stream cut short, or no usage asked for: never free */
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "quota: no usage in the response, charging the "
-                      "estimate");
-        break;
+        return ngx_http_quota_usage_cost(r, ctx);
 
     default:
-        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
-            return 0;
-        }
-
-        break;
+        return -1;
     }
-
-    ctx->actual = ctx->estimate;
-
-    return ctx->actual;
 }
 
 
@@ -212,6 +213,7 @@ static void
 ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     u_char                      *id;
+    ngx_str_t                    model;
     char                        *json;
     size_t                       len, size;
     ngx_uint_t                   i;
@@ -257,20 +259,17 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     row.completion_tokens = -1;
     row.cached_tokens = -1;
 
-    if (ctx->parsed && ctx->req->model_len) {
-        row.model = ctx->req->model;
-        row.model_len = ctx->req->model_len;
+    ngx_http_quota_model(ctx, &model);
+
+    if (model.len) {
+        row.model = model.data;
+        row.model_len = model.len;
     }
 
     if (ctx->usage && ctx->usage->usage.found) {
         row.prompt_tokens = ctx->usage->usage.prompt;
         row.completion_tokens = ctx->usage->usage.completion;
         row.cached_tokens = ctx->usage->usage.cached;
-
-        if (row.model == NULL && ctx->usage->usage.model_len) {
-            row.model = ctx->usage->usage.model;
-            row.model_len = ctx->usage->usage.model_len;
-        }
     }
 
     for (i = 0; i < ctx->nkeys; i++) {

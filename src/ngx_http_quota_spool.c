@@ -132,6 +132,8 @@ ngx_http_quota_spool_append(ngx_http_quota_buf_t *records)
         }
     }
 
+    quota_spool_seal(records->data, records->len);
+
     size = lseek(sp->fd, 0, SEEK_END);
 
     n = write(sp->fd, records->data, records->len);

@@ -119,15 +119,33 @@ ngx_http_quota_filter_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
 
 /*
- * What the reported usage costs, or -1 when none was reported: priced by
- * the model the client asked for, or else the one the upstream names
+ * The request's model: the one the client asked for, or else the one the
+ * upstream names; empty when neither is known
  */
+
+void
+ngx_http_quota_model(ngx_http_quota_ctx_t *ctx, ngx_str_t *model)
+{
+    if (ctx->parsed && ctx->req->model_len) {
+        model->data = ctx->req->model;
+        model->len = ctx->req->model_len;
+
+    } else if (ctx->usage && ctx->usage->usage.model_len) {
+        model->data = ctx->usage->usage.model;
+        model->len = ctx->usage->usage.model_len;
+
+    } else {
+        ngx_str_null(model);
+    }
+}
+
+
+/* what the reported usage costs, or -1 when none was reported */
 
 int64_t
 ngx_http_quota_usage_cost(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    size_t                      len;
-    u_char                     *model;
+    ngx_str_t                   model;
     quota_price_t               highest;
     quota_tokens_t              tokens;
     const quota_price_t        *price;
@@ -139,17 +157,10 @@ ngx_http_quota_usage_cost(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     qlcf = ctx->conf;
 
-    if (ctx->parsed && ctx->req->model_len) {
-        model = ctx->req->model;
-        len = ctx->req->model_len;
-
-    } else {
-        model = ctx->usage->usage.model;
-        len = ctx->usage->usage.model_len;
-    }
+    ngx_http_quota_model(ctx, &model);
 
     price = quota_price_find(qlcf->prices->elts, qlcf->prices->nelts,
-                             model, len, &highest);
+                             model.data, model.len, &highest);
 
     quota_usage_tokens(&ctx->usage->usage, &tokens);
 

@@ -216,23 +216,25 @@ static ngx_int_t
 ngx_http_quota_model_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    ngx_str_t              model;
     ngx_http_quota_ctx_t  *ctx;
 
     ctx = ngx_http_quota_get_ctx(r->main);
 
-    if (ctx && ctx->parsed && ctx->req->model_len) {
-        v->data = ctx->req->model;
-        v->len = ctx->req->model_len;
-
-    } else if (ctx && ctx->usage && ctx->usage->usage.model_len) {
-        v->data = ctx->usage->usage.model;
-        v->len = ctx->usage->usage.model_len;
-
-    } else {
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
+    ngx_http_quota_model(ctx, &model);
+
+    if (model.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = model.data;
+    v->len = model.len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

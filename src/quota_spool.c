@@ -40,15 +40,43 @@ quota_spool_get32(const unsigned char *p)
 
 
 size_t
-quota_spool_encode(unsigned char *dst, const unsigned char *payload,
+quota_spool_frame(unsigned char *dst, const unsigned char *payload,
     size_t len)
 {
     memcpy(dst, quota_spool_magic, 4);
     quota_spool_put32(dst + 4, (uint32_t) len);
-    quota_spool_put32(dst + 8, quota_crc32(payload, len));
+    quota_spool_put32(dst + 8, 0);
     memcpy(dst + QUOTA_SPOOL_HEADER, payload, len);
 
     return QUOTA_SPOOL_HEADER + len;
+}
+
+
+void
+quota_spool_seal(unsigned char *buf, size_t size)
+{
+    size_t          used, len;
+    unsigned char  *rec;
+
+    for (used = 0; used + QUOTA_SPOOL_HEADER <= size; used += len) {
+        rec = buf + used;
+        len = quota_spool_get32(rec + 4);
+        quota_spool_put32(rec + 8, quota_crc32(rec + QUOTA_SPOOL_HEADER, len));
+        len += QUOTA_SPOOL_HEADER;
+    }
+}
+
+
+size_t
+quota_spool_encode(unsigned char *dst, const unsigned char *payload,
+    size_t len)
+{
+    size_t  n;
+
+    n = quota_spool_frame(dst, payload, len);
+    quota_spool_seal(dst, n);
+
+    return n;
 }
 
 

@@ -28,9 +28,17 @@
 
 uint32_t quota_crc32(const unsigned char *p, size_t len);
 
-/* writes header and payload to dst, returns QUOTA_SPOOL_HEADER + len */
+/*
+ * writes header and payload to dst, returns QUOTA_SPOOL_HEADER + len;
+ * quota_spool_frame() leaves the checksum out, for records that may never
+ * reach a disk: quota_spool_seal() adds it to every record of a buffer of
+ * whole framed records before they are written
+ */
 size_t quota_spool_encode(unsigned char *dst, const unsigned char *payload,
     size_t len);
+size_t quota_spool_frame(unsigned char *dst, const unsigned char *payload,
+    size_t len);
+void quota_spool_seal(unsigned char *buf, size_t size);
 
 /*
  * reads the record at buf: on QUOTA_SPOOL_OK, *payload and *len give it

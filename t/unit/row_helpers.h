@@ -136,6 +136,9 @@ display(const unsigned char *s, size_t len, size_t *n)
 
     need = quota_display(NULL, 0, s, len);
 
+    /* the bound the live-limit lookup sizes its buffer by */
+    assert_true(need <= 3 * len);
+
     buf = malloc(need + 1);
     assert_non_null(buf);
     memset(buf, CANARY, need + 1);

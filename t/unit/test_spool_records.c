@@ -120,6 +120,51 @@ test_encode_exact_bytes(void **state)
 }
 
 
+/* framed without a checksum, then sealed: the same bytes as encoded */
+static void
+test_frame_then_seal_is_encode(void **state)
+{
+    static const char  *rows[] = { "{\"row\":1}", "", "x", "{\"row\":22}" };
+
+    unsigned char        framed[256], encoded[256];
+    const unsigned char *payload;
+    size_t               i, n, m, used, len, consumed;
+
+    (void) state;
+
+    memset(framed, CANARY, sizeof(framed));
+    memset(encoded, CANARY, sizeof(encoded));
+
+    for (i = 0, n = 0, m = 0; i < 4; i++) {
+        n += quota_spool_frame(framed + n, U(rows[i]), strlen(rows[i]));
+        m += quota_spool_encode(encoded + m, U(rows[i]), strlen(rows[i]));
+    }
+
+    assert_int_equal(n, m);
+
+    /* unsealed, a record with a payload does not check out */
+    assert_int_equal(quota_spool_decode(framed, n, &payload, &len, &consumed),
+                     QUOTA_SPOOL_DAMAGED);
+
+    quota_spool_seal(framed, n);
+    assert_memory_equal(framed, encoded, sizeof(framed));
+
+    /* sealing again changes nothing */
+    quota_spool_seal(framed, n);
+    assert_memory_equal(framed, encoded, sizeof(framed));
+
+    for (i = 0, used = 0; i < 4; i++, used += consumed) {
+        assert_int_equal(quota_spool_decode(framed + used, n - used, &payload,
+                                            &len, &consumed),
+                         QUOTA_SPOOL_OK);
+        assert_int_equal(len, strlen(rows[i]));
+        assert_memory_equal(payload, rows[i], len);
+    }
+
+    assert_int_equal(used, n);
+}
+
+
 static void
 test_encode_little_endian_fields(void **state)
 {
@@ -473,6 +518,7 @@ main(void)
         cmocka_unit_test(test_crc32_known_vectors),
         cmocka_unit_test(test_crc32_random_against_reference),
         cmocka_unit_test(test_encode_exact_bytes),
+        cmocka_unit_test(test_frame_then_seal_is_encode),
         cmocka_unit_test(test_encode_little_endian_fields),
         cmocka_unit_test(test_decode_one_record),
         cmocka_unit_test(test_zero_length_payload),
