@@ -168,8 +168,6 @@ ngx_module_t  ngx_http_quota_module = {
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
-ngx_connection_t  ngx_http_quota_timer_ident = { .fd = (ngx_socket_t) -1 };
-
 
 static ngx_int_t
 ngx_http_quota_access_handler(ngx_http_request_t *r)
@@ -413,39 +411,3 @@ ngx_http_quota_exit_process(ngx_cycle_t *cycle)
     ngx_http_quota_redis_exit_process(cycle);
 }
 
-
-void
-ngx_http_quota_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
-    ngx_log_t *log)
-{
-    ev->handler = handler;
-    ev->log = log;
-    ev->data = &ngx_http_quota_timer_ident;
-    ev->cancelable = 1;
-}
-
-
-void
-ngx_http_quota_forget_connection(ngx_connection_t *c)
-{
-    /* the library closes the socket: epoll forgets it then */
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-}

@@ -22,6 +22,7 @@
 #include "quota_price.h"
 #include "quota_request.h"
 #include "quota_usage.h"
+#include "ngx_http_quota_conn.h"
 
 
 /* limits one location may check per request */
@@ -32,13 +33,13 @@
 
 
 typedef enum {
-    NGX_HTTP_QUOTA_OFF = 0,
-    NGX_HTTP_QUOTA_PENDING,
-    NGX_HTTP_QUOTA_ALLOWED,
-    NGX_HTTP_QUOTA_DENIED,
-    NGX_HTTP_QUOTA_FAIL_OPEN,
-    NGX_HTTP_QUOTA_FAIL_CLOSED,
-    NGX_HTTP_QUOTA_INVALID
+    NGX_HTTP_QUOTA_STATUS_OFF = 0,
+    NGX_HTTP_QUOTA_STATUS_PENDING,             /* "abandoned" if it ends so */
+    NGX_HTTP_QUOTA_STATUS_ALLOWED,
+    NGX_HTTP_QUOTA_STATUS_DENIED,
+    NGX_HTTP_QUOTA_STATUS_FAIL_OPEN,
+    NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED,
+    NGX_HTTP_QUOTA_STATUS_INVALID
 } ngx_http_quota_status_e;
 
 
@@ -46,8 +47,8 @@ typedef enum {
 #define NGX_HTTP_QUOTA_RESPONSE_SSE   1
 #define NGX_HTTP_QUOTA_RESPONSE_AUTO  2
 
-#define NGX_HTTP_QUOTA_FAIL_OPEN_POLICY    0
-#define NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY  1
+#define NGX_HTTP_QUOTA_POLICY_OPEN    0
+#define NGX_HTTP_QUOTA_POLICY_CLOSED  1
 
 /* how the log phase learns what a request cost */
 #define NGX_HTTP_QUOTA_ACTUAL_ESTIMATE     0
@@ -189,10 +190,9 @@ typedef struct {
 
 extern ngx_module_t     ngx_http_quota_module;
 
-/* data of the module's own timers: event debug logs read it as a connection */
-extern ngx_connection_t  ngx_http_quota_timer_ident;
 extern ngx_conf_enum_t  ngx_http_quota_response_modes[];
 extern ngx_conf_enum_t  ngx_http_quota_fail_policies[];
+extern ngx_str_t        ngx_http_quota_status_names[];
 
 
 void *ngx_http_quota_create_main_conf(ngx_conf_t *cf);
@@ -219,16 +219,6 @@ char *ngx_http_quota_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
-
-/* a module-owned timer, which must not hold a gracefully exiting worker */
-void ngx_http_quota_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
-    ngx_log_t *log);
-
-/*
- * releases an nginx connection whose socket a client library owns and
- * closes itself (hiredis, libpq): never closes the descriptor
- */
-void ngx_http_quota_forget_connection(ngx_connection_t *c);
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
 ngx_http_quota_ctx_t *ngx_http_quota_create_ctx(ngx_http_request_t *r);

@@ -32,7 +32,7 @@ ngx_http_quota_body_read(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     ngx_int_t  rc;
 
     /* until the body is in, the access handler finds the request waiting */
-    ctx->status = NGX_HTTP_QUOTA_PENDING;
+    ctx->status = NGX_HTTP_QUOTA_STATUS_PENDING;
 
     rc = ngx_http_read_client_request_body(r, ngx_http_quota_body_handler);
 

@@ -26,8 +26,8 @@ ngx_conf_enum_t  ngx_http_quota_response_modes[] = {
 
 
 ngx_conf_enum_t  ngx_http_quota_fail_policies[] = {
-    { ngx_string("open"), NGX_HTTP_QUOTA_FAIL_OPEN_POLICY },
-    { ngx_string("closed"), NGX_HTTP_QUOTA_FAIL_CLOSED_POLICY },
+    { ngx_string("open"), NGX_HTTP_QUOTA_POLICY_OPEN },
+    { ngx_string("closed"), NGX_HTTP_QUOTA_POLICY_CLOSED },
     { ngx_null_string, 0 }
 };
 
@@ -103,7 +103,7 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->response, prev->response,
                               NGX_HTTP_QUOTA_RESPONSE_AUTO);
     ngx_conf_merge_uint_value(conf->fail, prev->fail,
-                              NGX_HTTP_QUOTA_FAIL_OPEN_POLICY);
+                              NGX_HTTP_QUOTA_POLICY_OPEN);
 
     if (conf->actual == NGX_CONF_UNSET_UINT) {
         conf->actual = prev->actual;

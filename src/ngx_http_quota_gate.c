@@ -141,7 +141,7 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->status == NGX_HTTP_QUOTA_INVALID) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
         return ngx_http_quota_gate_finish(r, ctx);
     }
 
@@ -182,7 +182,7 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     if (ctx->nkeys == 0) {
         /* every limit of the request is exempt */
-        ctx->status = NGX_HTTP_QUOTA_ALLOWED;
+        ctx->status = NGX_HTTP_QUOTA_STATUS_ALLOWED;
         return NGX_OK;
     }
 
@@ -203,7 +203,7 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     ctx->txn = txn;
-    ctx->status = NGX_HTTP_QUOTA_PENDING;
+    ctx->status = NGX_HTTP_QUOTA_STATUS_PENDING;
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
 
@@ -234,12 +234,12 @@ ngx_http_quota_gate_fail(ngx_http_quota_ctx_t *ctx, const char *why)
 {
     ngx_uint_t  open;
 
-    open = ctx->conf->fail == NGX_HTTP_QUOTA_FAIL_OPEN_POLICY;
+    open = ctx->conf->fail == NGX_HTTP_QUOTA_POLICY_OPEN;
 
     ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
                   "quota: %s, failing %s", why, open ? "open" : "closed");
 
-    ctx->status = open ? NGX_HTTP_QUOTA_FAIL_OPEN : NGX_HTTP_QUOTA_FAIL_CLOSED;
+    ctx->status = open ? NGX_HTTP_QUOTA_STATUS_FAIL_OPEN : NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED;
 }
 
 
@@ -252,12 +252,12 @@ ngx_http_quota_gate_finish(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     switch (ctx->status) {
 
-    case NGX_HTTP_QUOTA_PENDING:
+    case NGX_HTTP_QUOTA_STATUS_PENDING:
         return NGX_AGAIN;
 
-    case NGX_HTTP_QUOTA_DENIED:
-    case NGX_HTTP_QUOTA_FAIL_CLOSED:
-    case NGX_HTTP_QUOTA_INVALID:
+    case NGX_HTTP_QUOTA_STATUS_DENIED:
+    case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
+    case NGX_HTTP_QUOTA_STATUS_INVALID:
         rc = ngx_http_quota_send_refusal(r, ctx);
         ngx_http_finalize_request(r, rc);
         return NGX_DONE;
@@ -295,7 +295,7 @@ ngx_http_quota_gate_scopes(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         ctx->path[i].value_len = value.len;
 
         if (value.len == 0 || value.len > QUOTA_KEY_VALUE_MAX) {
-            ctx->status = NGX_HTTP_QUOTA_INVALID;
+            ctx->status = NGX_HTTP_QUOTA_STATUS_INVALID;
             ctx->bad_scope = i;
             ctx->bad_status = value.len ? NGX_HTTP_BAD_REQUEST
                                         : NGX_HTTP_FORBIDDEN;
@@ -532,7 +532,7 @@ ngx_http_quota_gate_reply(ngx_http_quota_redis_op_t *op, int64_t *values,
     } else {
         ngx_http_quota_gate_decide(ctx, values);
 
-        if (ctx->status == NGX_HTTP_QUOTA_DENIED) {
+        if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
             ngx_http_quota_give_back(txn->incr, txn->n,
                                      ctx->request->connection->log);
         }
@@ -581,11 +581,11 @@ ngx_http_quota_gate_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
     ctx->tightest = tightest;
 
     if (denied == NGX_HTTP_QUOTA_MAX_KEYS) {
-        ctx->status = NGX_HTTP_QUOTA_ALLOWED;
+        ctx->status = NGX_HTTP_QUOTA_STATUS_ALLOWED;
         return;
     }
 
-    ctx->status = NGX_HTTP_QUOTA_DENIED;
+    ctx->status = NGX_HTTP_QUOTA_STATUS_DENIED;
     ctx->denied = denied;
     ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1);
 

@@ -9,7 +9,7 @@
 
 #include "ngx_http_quota_redis.h"
 #include "ngx_http_quota_hiredis.h"
-#include "quota_resp.h"
+#include "quota_redis_cmd.h"
 
 
 /* a connection that has answered nothing this long is replaced */
@@ -217,14 +217,14 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
     u_char                  *buf, *p;
     size_t                   len;
     ngx_uint_t               i;
-    quota_resp_arg_t         args[3];
+    quota_redis_cmd_arg_t         args[3];
     ngx_http_quota_redis_t  *rd;
     u_char                   nums[NGX_HTTP_QUOTA_MAX_KEYS][2][NGX_INT64_LEN];
     size_t                   lens[NGX_HTTP_QUOTA_MAX_KEYS][2];
     u_char                  *ends[2 * NGX_HTTP_QUOTA_MAX_KEYS + 2];
 
-    static quota_resp_arg_t  multi = { (u_char *) "MULTI", 5 };
-    static quota_resp_arg_t  exec = { (u_char *) "EXEC", 4 };
+    static quota_redis_cmd_arg_t  multi = { (u_char *) "MULTI", 5 };
+    static quota_redis_cmd_arg_t  exec = { (u_char *) "EXEC", 4 };
 
     rd = &ngx_http_quota_redis;
 
@@ -237,11 +237,11 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
         return op ? NGX_ERROR : ngx_http_quota_redis_keep(incr, n);
     }
 
-    len = quota_resp_len(&multi, 1) + quota_resp_len(&exec, 1);
+    len = quota_redis_cmd_len(&multi, 1) + quota_redis_cmd_len(&exec, 1);
 
     for (i = 0; i < n; i++) {
-        lens[i][0] = quota_resp_int((char *) nums[i][0], incr[i].delta);
-        lens[i][1] = quota_resp_int((char *) nums[i][1], incr[i].expire_ms);
+        lens[i][0] = quota_redis_cmd_int((char *) nums[i][0], incr[i].delta);
+        lens[i][1] = quota_redis_cmd_int((char *) nums[i][1], incr[i].expire_ms);
 
         /* "*3\r\n$6\r\nINCRBY\r\n" and "$9\r\nPEXPIREAT\r\n" and lengths */
         len += 2 * (incr[i].key.len + NGX_INT64_LEN + 32)
@@ -258,7 +258,7 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
      * looks at the byte after each command it is given.
      */
 
-    ends[0] = quota_resp_write(buf, &multi, 1);
+    ends[0] = quota_redis_cmd_write(buf, &multi, 1);
 
     for (i = 0; i < n; i++) {
         args[0].data = (u_char *) "INCRBY";
@@ -268,17 +268,17 @@ ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr, ngx_uint_t n,
         args[2].data = nums[i][0];
         args[2].len = lens[i][0];
 
-        ends[2 * i + 1] = quota_resp_write(ends[2 * i], args, 3);
+        ends[2 * i + 1] = quota_redis_cmd_write(ends[2 * i], args, 3);
 
         args[0].data = (u_char *) "PEXPIREAT";
         args[0].len = 9;
         args[2].data = nums[i][1];
         args[2].len = lens[i][1];
 
-        ends[2 * i + 2] = quota_resp_write(ends[2 * i + 1], args, 3);
+        ends[2 * i + 2] = quota_redis_cmd_write(ends[2 * i + 1], args, 3);
     }
 
-    ends[2 * n + 1] = quota_resp_write(ends[2 * n], &exec, 1);
+    ends[2 * n + 1] = quota_redis_cmd_write(ends[2 * n], &exec, 1);
     *ends[2 * n + 1] = '\0';
 
     /* one command per call, so that hiredis expects one reply for each */

@@ -29,12 +29,6 @@ static void ngx_http_quota_settle_ledger(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
 
-static const char  *ngx_http_quota_decisions[] = {
-    "off", "abandoned", "allowed", "denied", "fail_open", "fail_closed",
-    "invalid"
-};
-
-
 int64_t
 ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
@@ -49,8 +43,8 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     ctx->actual = 0;
     ctx->upstream_status = ngx_http_quota_upstream(r, &elapsed);
 
-    if (ctx->status != NGX_HTTP_QUOTA_ALLOWED
-        && ctx->status != NGX_HTTP_QUOTA_FAIL_OPEN)
+    if (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
+        && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
     {
         return 0;
     }
@@ -136,7 +130,7 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     int64_t                      actual;
     ngx_http_quota_main_conf_t  *qmcf;
 
-    if (ctx->settled || ctx->status == NGX_HTTP_QUOTA_INVALID) {
+    if (ctx->settled || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
         return;
     }
 
@@ -144,10 +138,10 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     actual = ngx_http_quota_actual(r, ctx);
 
-    if (ctx->status == NGX_HTTP_QUOTA_ALLOWED) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED) {
         ngx_http_quota_settle_redis(r, ctx, actual - ctx->estimate);
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_FAIL_OPEN) {
+    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_OPEN) {
         ngx_http_quota_settle_redis(r, ctx, actual);
     }
 
@@ -249,7 +243,7 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     row.ts_ms = (int64_t) r->start_sec * 1000 + r->start_msec;
     row.scopes = ctx->path;
     row.nscopes = ctx->nscopes;
-    row.decision = ngx_http_quota_decisions[ctx->status];
+    row.decision = (char *) ngx_http_quota_status_names[ctx->status].data;
     row.estimated = ctx->estimate;
     row.actual = ngx_http_quota_actual(r, ctx);
     row.upstream_status = (int) ctx->upstream_status;

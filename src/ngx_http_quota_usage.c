@@ -18,7 +18,7 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     quota_usage_mode_e  mode;
 
-    if (ctx->status == NGX_HTTP_QUOTA_ALLOWED && ctx->nkeys) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED && ctx->nkeys) {
         if (ngx_http_quota_set_headers(r, &ctx->keys[ctx->tightest],
                                        ctx->keys[ctx->tightest].value,
                                        ngx_time())
@@ -30,8 +30,8 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     if (ctx->conf->actual != NGX_HTTP_QUOTA_ACTUAL_USAGE
         || ctx->usage != NULL
-        || (ctx->status != NGX_HTTP_QUOTA_ALLOWED
-            && ctx->status != NGX_HTTP_QUOTA_FAIL_OPEN)
+        || (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
+            && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
         || r->headers_out.status < NGX_HTTP_OK
         || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
         || r->header_only)

@@ -69,9 +69,11 @@ static ngx_http_variable_t  ngx_http_quota_vars[] = {
 };
 
 
-static ngx_str_t  ngx_http_quota_status_names[] = {
+/* by ngx_http_quota_status_e: $quota_status and the ledger row's decision */
+
+ngx_str_t  ngx_http_quota_status_names[] = {
     ngx_string("off"),
-    ngx_string("pending"),
+    ngx_string("abandoned"),
     ngx_string("allowed"),
     ngx_string("denied"),
     ngx_string("fail_open"),
@@ -127,7 +129,7 @@ ngx_http_quota_money_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_quota_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->status == NGX_HTTP_QUOTA_INVALID) {
+    if (ctx == NULL || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -144,11 +146,11 @@ ngx_http_quota_money_variable(ngx_http_request_t *r,
 
         micros = ctx->actual;
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_ALLOWED && ctx->nkeys) {
+    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED && ctx->nkeys) {
         k = &ctx->keys[ctx->tightest];
         micros = ngx_max(k->limit - k->value, 0);
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_DENIED) {
+    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
         k = &ctx->keys[ctx->denied];
         micros = ngx_max(k->limit - (k->value - ctx->estimate), 0);
 
@@ -185,10 +187,10 @@ ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ctx->status == NGX_HTTP_QUOTA_DENIED) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
         secs = ctx->retry_after;
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_FAIL_CLOSED) {
+    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED) {
         secs = 1;
 
     } else {

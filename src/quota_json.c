@@ -8,7 +8,7 @@
 
 #include "quota_json.h"
 #include "quota_money.h"
-#include "quota_resp.h"
+#include "quota_redis_cmd.h"
 
 
 void
@@ -16,7 +16,7 @@ quota_out_int(quota_out_t *o, int64_t v)
 {
     char  tmp[24];
 
-    quota_out_bytes(o, tmp, quota_resp_int(tmp, v));
+    quota_out_bytes(o, tmp, quota_redis_cmd_int(tmp, v));
 }
 
 

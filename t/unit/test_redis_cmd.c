@@ -1,10 +1,10 @@
 /*
- * Unit tests for src/quota_resp.c: RESP encoding of Redis commands (the
+ * Unit tests for src/quota_redis_cmd.c: RESP encoding of Redis commands (the
  * exact bytes of INCRBY and of a MULTI/INCRBY/PEXPIREAT/EXEC
  * transaction, binary arguments holding CR, LF and NUL, empty
  * arguments, zero and two-digit argument counts, multi-digit lengths),
- * quota_resp_len equal to the written length with nothing written past
- * it, and quota_resp_int for 0, powers of ten, negatives, INT64_MAX and
+ * quota_redis_cmd_len equal to the written length with nothing written past
+ * it, and quota_redis_cmd_int for 0, powers of ten, negatives, INT64_MAX and
  * INT64_MIN, cross-checked against snprintf on random values.
  */
 
@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "quota_resp.h"
+#include "quota_redis_cmd.h"
 
 
 #define CANARY  0xA5
@@ -37,10 +37,10 @@ rng(void)
 }
 
 
-static quota_resp_arg_t
+static quota_redis_cmd_arg_t
 arg(const char *s, size_t len)
 {
-    quota_resp_arg_t  a;
+    quota_redis_cmd_arg_t  a;
 
     a.data = (const unsigned char *) s;
     a.len = len;
@@ -49,7 +49,7 @@ arg(const char *s, size_t len)
 }
 
 
-static quota_resp_arg_t
+static quota_redis_cmd_arg_t
 sarg(const char *s)
 {
     return arg(s, strlen(s));
@@ -57,22 +57,22 @@ sarg(const char *s)
 
 
 /*
- * encodes argv, checks quota_resp_len against the written length and
+ * encodes argv, checks quota_redis_cmd_len against the written length and
  * the canary after it, and compares with want (want_len bytes)
  */
 static void
-check_encoding(const quota_resp_arg_t *argv, size_t argc, const char *want,
+check_encoding(const quota_redis_cmd_arg_t *argv, size_t argc, const char *want,
     size_t want_len)
 {
     unsigned char  *buf, *end;
     size_t          len;
 
-    len = quota_resp_len(argv, argc);
+    len = quota_redis_cmd_len(argv, argc);
     buf = malloc(len + 16);
     assert_non_null(buf);
     memset(buf, CANARY, len + 16);
 
-    end = quota_resp_write(buf, argv, argc);
+    end = quota_redis_cmd_write(buf, argv, argc);
 
     assert_int_equal(end - buf, len);
     assert_int_equal(len, want_len);
@@ -88,7 +88,7 @@ test_incrby_exact_bytes(void **state)
 {
     static const char  want[] = "*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$1\r\n5\r\n";
 
-    quota_resp_arg_t  argv[3];
+    quota_redis_cmd_arg_t  argv[3];
 
     (void) state;
 
@@ -118,7 +118,7 @@ test_transaction_exact_bytes(void **state)
 
     unsigned char     buf[512];
     unsigned char    *p;
-    quota_resp_arg_t  multi[1], incr[3], expire[3], exec[1];
+    quota_redis_cmd_arg_t  multi[1], incr[3], expire[3], exec[1];
     size_t            total;
 
     (void) state;
@@ -132,15 +132,15 @@ test_transaction_exact_bytes(void **state)
     expire[2] = sarg("1795564800000");
     exec[0] = sarg("EXEC");
 
-    total = quota_resp_len(multi, 1) + quota_resp_len(incr, 3)
-            + quota_resp_len(expire, 3) + quota_resp_len(exec, 1);
+    total = quota_redis_cmd_len(multi, 1) + quota_redis_cmd_len(incr, 3)
+            + quota_redis_cmd_len(expire, 3) + quota_redis_cmd_len(exec, 1);
     assert_int_equal(total, sizeof(want) - 1);
 
     memset(buf, CANARY, sizeof(buf));
-    p = quota_resp_write(buf, multi, 1);
-    p = quota_resp_write(p, incr, 3);
-    p = quota_resp_write(p, expire, 3);
-    p = quota_resp_write(p, exec, 1);
+    p = quota_redis_cmd_write(buf, multi, 1);
+    p = quota_redis_cmd_write(p, incr, 3);
+    p = quota_redis_cmd_write(p, expire, 3);
+    p = quota_redis_cmd_write(p, exec, 1);
 
     assert_int_equal(p - buf, total);
     assert_memory_equal(buf, want, total);
@@ -154,7 +154,7 @@ test_binary_arguments_are_length_prefixed(void **state)
     static const char  want[] =
         "*3\r\n$3\r\nSET\r\n$4\r\na\r\nb\r\n$6\r\n\r\n\0*1\r\r\n";
 
-    quota_resp_arg_t  argv[3];
+    quota_redis_cmd_arg_t  argv[3];
 
     (void) state;
 
@@ -170,7 +170,7 @@ static void
 test_every_byte_value_passes_through(void **state)
 {
     unsigned char     data[256], want[256 + 32];
-    quota_resp_arg_t  argv[1];
+    quota_redis_cmd_arg_t  argv[1];
     size_t            i, n;
 
     (void) state;
@@ -196,7 +196,7 @@ test_empty_argument_and_no_arguments(void **state)
 {
     static const char  want_empty[] = "*2\r\n$3\r\nGET\r\n$0\r\n\r\n";
 
-    quota_resp_arg_t  argv[2];
+    quota_redis_cmd_arg_t  argv[2];
 
     (void) state;
 
@@ -215,7 +215,7 @@ test_multi_digit_counts_and_lengths(void **state)
         9, 10, 11, 99, 100, 101, 999, 1000, 12345, 99999, 100000, 1048576
     };
 
-    quota_resp_arg_t  argv[12];
+    quota_redis_cmd_arg_t  argv[12];
     char             *data, *want, head[32];
     size_t            i, n, h;
 
@@ -262,17 +262,17 @@ test_multi_digit_counts_and_lengths(void **state)
 static void
 test_len_matches_written_length_on_random_commands(void **state)
 {
-    unsigned char     pool[QUOTA_RESP_MAX_ARGS][300];
-    unsigned char     buf[QUOTA_RESP_MAX_ARGS * 320 + 16];
+    unsigned char     pool[QUOTA_REDIS_CMD_MAX_ARGS][300];
+    unsigned char     buf[QUOTA_REDIS_CMD_MAX_ARGS * 320 + 16];
     unsigned char    *end;
-    quota_resp_arg_t  argv[QUOTA_RESP_MAX_ARGS];
+    quota_redis_cmd_arg_t  argv[QUOTA_REDIS_CMD_MAX_ARGS];
     size_t            argc, i, k, len;
     int               n;
 
     (void) state;
 
     for (n = 0; n < 20000; n++) {
-        argc = 1 + (size_t) (rng() % QUOTA_RESP_MAX_ARGS);
+        argc = 1 + (size_t) (rng() % QUOTA_REDIS_CMD_MAX_ARGS);
 
         for (i = 0; i < argc; i++) {
             argv[i].len = (size_t) (rng() % sizeof(pool[i]));
@@ -284,11 +284,11 @@ test_len_matches_written_length_on_random_commands(void **state)
             argv[i].data = pool[i];
         }
 
-        len = quota_resp_len(argv, argc);
+        len = quota_redis_cmd_len(argv, argc);
         assert_true(len + 1 <= sizeof(buf));
 
         memset(buf, CANARY, sizeof(buf));
-        end = quota_resp_write(buf, argv, argc);
+        end = quota_redis_cmd_write(buf, argv, argc);
 
         assert_int_equal(end - buf, len);
         assert_int_equal(*end, CANARY);
@@ -298,14 +298,14 @@ test_len_matches_written_length_on_random_commands(void **state)
 }
 
 
-/* quota_resp_int(v) writes exactly want and returns its length */
+/* quota_redis_cmd_int(v) writes exactly want and returns its length */
 #define check_int(v, want)                                                   \
     do {                                                                     \
         char    b_[32];                                                      \
         size_t  n_;                                                          \
                                                                              \
         memset(b_, CANARY, sizeof(b_));                                      \
-        n_ = quota_resp_int(b_, (v));                                        \
+        n_ = quota_redis_cmd_int(b_, (v));                                        \
         assert_int_equal(n_, strlen(want));                                  \
         assert_memory_equal(b_, (want), n_);                                 \
         assert_true(n_ <= 21);                                               \

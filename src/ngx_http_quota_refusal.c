@@ -16,7 +16,7 @@ static ngx_int_t ngx_http_quota_push_number(ngx_http_request_t *r,
     ngx_str_t *name, int64_t v, ngx_uint_t money);
 static ngx_uint_t ngx_http_quota_wants_sse(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
-static size_t ngx_http_quota_body(ngx_http_request_t *r,
+static size_t ngx_http_quota_refusal_body(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, char *buf, size_t size);
 
 
@@ -52,7 +52,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     switch (ctx->status) {
 
-    case NGX_HTTP_QUOTA_DENIED:
+    case NGX_HTTP_QUOTA_STATUS_DENIED:
         k = &ctx->keys[ctx->denied];
 
         r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
@@ -69,7 +69,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         break;
 
-    case NGX_HTTP_QUOTA_FAIL_CLOSED:
+    case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
         r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
         done = "quota_unavailable";
 
@@ -81,20 +81,20 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         break;
 
-    default: /* NGX_HTTP_QUOTA_INVALID */
+    default: /* NGX_HTTP_QUOTA_STATUS_INVALID */
         r->headers_out.status = ctx->bad_status;
         done = "invalid_scope";
         break;
     }
 
-    len = ngx_http_quota_body(r, ctx, NULL, 0);
+    len = ngx_http_quota_refusal_body(r, ctx, NULL, 0);
 
     json = ngx_pnalloc(r->pool, len);
     if (json == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    (void) ngx_http_quota_body(r, ctx, json, len);
+    (void) ngx_http_quota_refusal_body(r, ctx, json, len);
 
     body = json;
     size = len;
@@ -143,7 +143,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
 
 static size_t
-ngx_http_quota_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+ngx_http_quota_refusal_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     char *buf, size_t size)
 {
     u_char                 *p;
@@ -155,7 +155,7 @@ ngx_http_quota_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
     switch (ctx->status) {
 
-    case NGX_HTTP_QUOTA_DENIED:
+    case NGX_HTTP_QUOTA_STATUS_DENIED:
         k = &ctx->keys[ctx->denied];
 
         d.meter = ctx->conf->meter.data;
@@ -170,11 +170,11 @@ ngx_http_quota_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
         return quota_json_denial(buf, size, &d);
 
-    case NGX_HTTP_QUOTA_FAIL_CLOSED:
+    case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
         return quota_json_unavailable(buf, size, ctx->conf->meter.data,
                                       ctx->conf->meter.len);
 
-    default: /* NGX_HTTP_QUOTA_INVALID */
+    default: /* NGX_HTTP_QUOTA_STATUS_INVALID */
         s = &ctx->path[ctx->bad_scope];
 
         if (ctx->bad_status == NGX_HTTP_FORBIDDEN) {

@@ -4,11 +4,11 @@
 
 #include <string.h>
 
-#include "quota_resp.h"
+#include "quota_redis_cmd.h"
 
 
 static size_t
-quota_resp_digits(size_t n)
+quota_redis_cmd_digits(size_t n)
 {
     size_t  d;
 
@@ -24,11 +24,11 @@ quota_resp_digits(size_t n)
 
 
 static unsigned char *
-quota_resp_num(unsigned char *dst, size_t n)
+quota_redis_cmd_num(unsigned char *dst, size_t n)
 {
     size_t  d, i;
 
-    d = quota_resp_digits(n);
+    d = quota_redis_cmd_digits(n);
 
     for (i = d; i > 0; i--) {
         dst[i - 1] = (unsigned char) ('0' + n % 10);
@@ -40,14 +40,14 @@ quota_resp_num(unsigned char *dst, size_t n)
 
 
 size_t
-quota_resp_len(const quota_resp_arg_t *argv, size_t argc)
+quota_redis_cmd_len(const quota_redis_cmd_arg_t *argv, size_t argc)
 {
     size_t  i, len;
 
-    len = 1 + quota_resp_digits(argc) + 2;
+    len = 1 + quota_redis_cmd_digits(argc) + 2;
 
     for (i = 0; i < argc; i++) {
-        len += 1 + quota_resp_digits(argv[i].len) + 2 + argv[i].len + 2;
+        len += 1 + quota_redis_cmd_digits(argv[i].len) + 2 + argv[i].len + 2;
     }
 
     return len;
@@ -55,19 +55,19 @@ quota_resp_len(const quota_resp_arg_t *argv, size_t argc)
 
 
 unsigned char *
-quota_resp_write(unsigned char *dst, const quota_resp_arg_t *argv,
+quota_redis_cmd_write(unsigned char *dst, const quota_redis_cmd_arg_t *argv,
     size_t argc)
 {
     size_t  i;
 
     *dst++ = '*';
-    dst = quota_resp_num(dst, argc);
+    dst = quota_redis_cmd_num(dst, argc);
     *dst++ = '\r';
     *dst++ = '\n';
 
     for (i = 0; i < argc; i++) {
         *dst++ = '$';
-        dst = quota_resp_num(dst, argv[i].len);
+        dst = quota_redis_cmd_num(dst, argv[i].len);
         *dst++ = '\r';
         *dst++ = '\n';
         memcpy(dst, argv[i].data, argv[i].len);
@@ -81,7 +81,7 @@ quota_resp_write(unsigned char *dst, const quota_resp_arg_t *argv,
 
 
 size_t
-quota_resp_int(char *buf, int64_t v)
+quota_redis_cmd_int(char *buf, int64_t v)
 {
     char      tmp[21];
     size_t    n;
