@@ -39,7 +39,7 @@ module:
 	@scripts/deps build
 	@scripts/build
 
-$(BUILD)/unit/%: t/unit/%.c $(PURE_SRCS) $(PURE_HDRS)
+$(BUILD)/unit/%: t/unit/%.c $(PURE_SRCS) $(PURE_HDRS) $(wildcard t/unit/*.h)
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS) -lcmocka -ljansson -lz
 

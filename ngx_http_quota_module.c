@@ -13,6 +13,7 @@
 #include "ngx_http_quota_pg.h"
 #include "ngx_http_quota_ledger.h"
 #include "ngx_http_quota_limits.h"
+#include "ngx_http_quota_epoch.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
@@ -380,7 +381,14 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_quota_redis_init_process(cycle, qmcf) != NGX_OK) {
+    qmcf->redis_store = ngx_http_quota_redis_create(cycle, &qmcf->redis);
+    if (qmcf->redis_store == NULL) {
+        return NGX_ERROR;
+    }
+
+    qmcf->epochs = ngx_http_quota_epochs_create(cycle, qmcf->redis_store,
+                                                NULL);
+    if (qmcf->epochs == NULL) {
         return NGX_ERROR;
     }
 
@@ -403,11 +411,26 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_quota_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
+
     /* the batch in flight is spooled as its connection closes */
 
     ngx_http_quota_pg_exit_process(cycle);
     ngx_http_quota_ledger_exit_process(cycle);
     ngx_http_quota_limits_exit_process(cycle);
-    ngx_http_quota_redis_exit_process(cycle);
+
+    if (qmcf == NULL || qmcf->redis_store == NULL) {
+        return;
+    }
+
+    /* replies still to come are answered before the epochs they name go */
+
+    ngx_http_quota_redis_exit(qmcf->redis_store);
+    ngx_http_quota_epochs_exit(qmcf->epochs);
+
+    qmcf->redis_store = NULL;
+    qmcf->epochs = NULL;
 }
 

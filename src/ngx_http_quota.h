@@ -23,10 +23,11 @@
 #include "quota_request.h"
 #include "quota_usage.h"
 #include "ngx_http_quota_conn.h"
+#include "ngx_http_quota_redis.h"
 
 
-/* limits one location may check per request */
-#define NGX_HTTP_QUOTA_MAX_KEYS      16
+/* limits one location may check per request: one Redis transaction */
+#define NGX_HTTP_QUOTA_MAX_KEYS      NGX_HTTP_QUOTA_REDIS_MAX_INCR
 
 /* counters outlive their window by this much, for late settlements */
 #define NGX_HTTP_QUOTA_KEY_GRACE     3600
@@ -94,15 +95,12 @@ typedef struct {
 } ngx_http_quota_amount_t;
 
 
+typedef struct ngx_http_quota_epochs_s  ngx_http_quota_epochs_t;
+
+
 typedef struct {
     ngx_flag_t                   enabled;        /* quota_redis given */
-    ngx_str_t                    host;           /* NUL-terminated IP */
-    ngx_int_t                    port;
-    ngx_str_t                    unix_path;      /* NUL-terminated */
-    ngx_str_t                    password;
-    ngx_int_t                    db;
-    ngx_str_t                    prefix;
-    ngx_msec_t                   timeout;
+    ngx_http_quota_redis_conf_t  redis;
 
     ngx_str_t                    pg_conninfo;    /* NUL-terminated */
     ngx_msec_t                   pg_refresh;
@@ -112,6 +110,10 @@ typedef struct {
     ngx_shm_zone_t              *limits_zone;
 
     ngx_int_t                    request_id;     /* variable index */
+
+    /* the worker's own, made in init_process */
+    ngx_http_quota_redis_t      *redis_store;
+    ngx_http_quota_epochs_t     *epochs;
 } ngx_http_quota_main_conf_t;
 
 
@@ -139,7 +141,8 @@ typedef struct {
 
 /* one counter a request reserves on */
 typedef struct {
-    ngx_str_t                    key;
+    ngx_str_t                    key;            /* with the epoch suffix */
+    size_t                       base;           /* its length without */
     ngx_uint_t                   depth;
     quota_period_e               period;
     int64_t                      limit;
@@ -149,6 +152,17 @@ typedef struct {
 
 
 typedef struct ngx_http_quota_txn_s  ngx_http_quota_txn_t;
+typedef struct ngx_http_quota_epoch_s  ngx_http_quota_epoch_t;
+
+/* a request waiting for its hash tag's epoch (ngx_http_quota_epoch.h) */
+typedef struct ngx_http_quota_epoch_waiter_s  ngx_http_quota_epoch_waiter_t;
+typedef void (*ngx_http_quota_epoch_ready_pt)(
+    ngx_http_quota_epoch_waiter_t *w, ngx_int_t rc);
+
+struct ngx_http_quota_epoch_waiter_s {
+    ngx_queue_t                      queue;
+    ngx_http_quota_epoch_ready_pt    ready;
+};
 
 
 /* per request; survives internal redirects through its pool cleanup */
@@ -159,6 +173,13 @@ typedef struct {
 
     ngx_http_quota_txn_t        *txn;            /* reservation in flight */
     ngx_event_t                  timer;          /* bounds the Redis wait */
+
+    ngx_http_quota_epoch_t      *entry;          /* of the hash tag */
+    ngx_http_quota_epoch_waiter_t  waiter;       /* for its epoch */
+    int64_t                      epoch;          /* of the keys reserved */
+    int64_t                      charged_epoch;  /* of the keys settled */
+    ngx_str_t                    tag;            /* "{tenant=acme}" */
+    ngx_str_t                    display;        /* "tenant=acme" */
 
     int64_t                      estimate;
     time_t                       now;
@@ -181,6 +202,8 @@ typedef struct {
     ngx_uint_t                   bad_scope;      /* when INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
 
+    unsigned                     waiting:1;      /* for the epoch */
+    unsigned                     retried:1;      /* after a new epoch */
     unsigned                     sse:1;
     unsigned                     costed:1;       /* actual is known */
     unsigned                     parsed:1;       /* req holds the body */
@@ -227,6 +250,11 @@ ngx_int_t ngx_http_quota_gate_start(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 ngx_int_t ngx_http_quota_gate_reserve(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
+
+ngx_int_t ngx_http_quota_reserve(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_reserve_cleanup(ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_reserve_release(ngx_http_quota_ctx_t *ctx);
 
 ngx_int_t ngx_http_quota_body_read(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);

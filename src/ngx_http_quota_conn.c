@@ -79,7 +79,9 @@ ngx_http_quota_conn_failed(ngx_http_quota_conn_t *cn, const char *fmt, ...)
     ngx_uint_t   n;
     u_char       reason[NGX_MAX_ERROR_STR];
 
-    if (cn->exiting) {
+    /* one failure per attempt: what else breaks while it ends is the same */
+
+    if (cn->exiting || cn->retry.timer_set) {
         return;
     }
 
@@ -106,10 +108,6 @@ ngx_http_quota_conn_failed(ngx_http_quota_conn_t *cn, const char *fmt, ...)
     delay = ngx_min(delay, cn->backoff_max);
 
     cn->failures++;
-
-    if (cn->retry.timer_set) {
-        ngx_del_timer(&cn->retry);
-    }
 
     ngx_add_timer(&cn->retry, delay);
 }

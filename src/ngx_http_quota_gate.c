@@ -13,8 +13,9 @@
 
 
 #include "ngx_http_quota.h"
-#include "ngx_http_quota_redis.h"
 #include "ngx_http_quota_limits.h"
+#include "quota_epoch.h"
+#include "quota_row.h"
 
 
 /* a period's current window and key tail, worked out once a second */
@@ -27,14 +28,6 @@ typedef struct {
 } ngx_http_quota_window_t;
 
 
-struct ngx_http_quota_txn_s {
-    ngx_http_quota_redis_op_t    op;             /* first: op == txn */
-    ngx_http_quota_ctx_t        *ctx;            /* NULL: orphaned */
-    ngx_uint_t                   n;
-    ngx_http_quota_incr_t        incr[1];
-};
-
-
 static void ngx_http_quota_cleanup(void *data);
 static ngx_http_quota_window_t *ngx_http_quota_gate_window(ngx_str_t *meter,
     quota_period_e period, time_t now);
@@ -44,18 +37,6 @@ static ngx_int_t ngx_http_quota_gate_keys(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static int64_t ngx_http_quota_gate_estimate(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
-static ngx_http_quota_txn_t *ngx_http_quota_txn_create(
-    ngx_http_quota_ctx_t *ctx, ngx_log_t *log);
-static void ngx_http_quota_gate_reply(ngx_http_quota_redis_op_t *op,
-    int64_t *values, ngx_uint_t n);
-static void ngx_http_quota_gate_decide(ngx_http_quota_ctx_t *ctx,
-    int64_t *values);
-static void ngx_http_quota_gate_fail(ngx_http_quota_ctx_t *ctx,
-    const char *why);
-static void ngx_http_quota_gate_timeout(ngx_event_t *ev);
-static void ngx_http_quota_gate_wake(ngx_http_request_t *r);
-static void ngx_http_quota_give_back(ngx_http_quota_incr_t *incr,
-    ngx_uint_t n, ngx_log_t *log);
 
 
 ngx_http_quota_ctx_t *
@@ -116,15 +97,7 @@ ngx_http_quota_cleanup(void *data)
 {
     ngx_http_quota_ctx_t  *ctx = data;
 
-    if (ctx->txn) {
-        /* the reply will find no request and give the amount back */
-        ctx->txn->ctx = NULL;
-        ctx->txn = NULL;
-    }
-
-    if (ctx->timer.timer_set) {
-        ngx_del_timer(&ctx->timer);
-    }
+    ngx_http_quota_reserve_release(ctx);
 }
 
 
@@ -169,9 +142,6 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 ngx_int_t
 ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    ngx_http_quota_txn_t        *txn;
-    ngx_http_quota_main_conf_t  *qmcf;
-
     ctx->estimate = ngx_http_quota_gate_estimate(r, ctx);
 
     if (ngx_http_quota_gate_keys(r, ctx) != NGX_OK
@@ -186,60 +156,7 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (ngx_http_quota_redis_usable() != NGX_OK) {
-        ngx_http_quota_gate_fail(ctx, "redis is unavailable");
-        return NGX_OK;
-    }
-
-    txn = ngx_http_quota_txn_create(ctx, r->connection->log);
-    if (txn == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_http_quota_redis_incr(txn->incr, txn->n, &txn->op) != NGX_OK) {
-        ngx_free(txn);
-        ngx_http_quota_gate_fail(ctx, "redis is unavailable");
-        return NGX_OK;
-    }
-
-    ctx->txn = txn;
-    ctx->status = NGX_HTTP_QUOTA_STATUS_PENDING;
-
-    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
-
-    ctx->timer.handler = ngx_http_quota_gate_timeout;
-    ctx->timer.data = ctx;
-    ctx->timer.log = r->connection->log;
-    ngx_add_timer(&ctx->timer, qmcf->timeout);
-
-    /* notice a client that goes away while the request waits */
-
-    if (r->connection->read->ready) {
-        ngx_post_event(r->connection->read, &ngx_posted_events);
-
-    } else if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_AGAIN;
-}
-
-
-/* no answer from Redis: the location's policy decides */
-
-static void
-ngx_http_quota_gate_fail(ngx_http_quota_ctx_t *ctx, const char *why)
-{
-    ngx_uint_t  open;
-
-    open = ctx->conf->fail == NGX_HTTP_QUOTA_POLICY_OPEN;
-
-    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
-                  "quota: %s, failing %s", why, open ? "open" : "closed");
-
-    ctx->status = open ? NGX_HTTP_QUOTA_STATUS_FAIL_OPEN : NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED;
+    return ngx_http_quota_reserve(r, ctx);
 }
 
 
@@ -387,6 +304,24 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         ends[i + 1] = p - path;
     }
 
+    /* the hash tag, and the first scope as the ledger writes it */
+
+    ctx->tag.data = path;
+    ctx->tag.len = ends[1];
+
+    ctx->display.data = ngx_pnalloc(r->pool, ctx->path[0].name_len + 1
+                                             + 3 * ctx->path[0].value_len);
+    if (ctx->display.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(ctx->display.data, ctx->path[0].name,
+                   ctx->path[0].name_len);
+    *p++ = '=';
+    p += quota_display((char *) p, 3 * ctx->path[0].value_len,
+                       ctx->path[0].value, ctx->path[0].value_len);
+    ctx->display.len = p - ctx->display.data;
+
     rule = ctx->conf->rules->elts;
     ctx->nkeys = ctx->conf->rules->nelts;
 
@@ -407,17 +342,22 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                                        ctx->now);
         k->window_end = w->end;
 
-        k->key.data = ngx_pnalloc(r->pool,
-                                  qmcf->prefix.len + ends[k->depth] + w->len);
+        /* the epoch's suffix is written once the epoch is known */
+
+        k->key.data = ngx_pnalloc(r->pool, qmcf->redis.prefix.len
+                                           + ends[k->depth] + w->len
+                                           + QUOTA_EPOCH_SUFFIX_MAX);
         if (k->key.data == NULL) {
             return NGX_ERROR;
         }
 
-        p = ngx_cpymem(k->key.data, qmcf->prefix.data, qmcf->prefix.len);
+        p = ngx_cpymem(k->key.data, qmcf->redis.prefix.data,
+                       qmcf->redis.prefix.len);
         p = ngx_cpymem(p, path, ends[k->depth]);
         p = ngx_cpymem(p, w->tail, w->len);
 
-        k->key.len = p - k->key.data;
+        k->base = p - k->key.data;
+        k->key.len = k->base;
     }
 
     return NGX_OK;
@@ -451,205 +391,3 @@ ngx_http_quota_gate_window(ngx_str_t *meter, quota_period_e period,
     return w;
 }
 
-
-static ngx_http_quota_txn_t *
-ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx, ngx_log_t *log)
-{
-    u_char                *p;
-    size_t                 size;
-    ngx_uint_t             i;
-    ngx_http_quota_key_t  *k;
-    ngx_http_quota_txn_t  *txn;
-
-    size = sizeof(ngx_http_quota_txn_t)
-           + (ctx->nkeys - 1) * sizeof(ngx_http_quota_incr_t);
-
-    for (i = 0; i < ctx->nkeys; i++) {
-        size += ctx->keys[i].key.len;
-    }
-
-    txn = ngx_alloc(size, log);
-    if (txn == NULL) {
-        return NULL;
-    }
-
-    txn->op.done = ngx_http_quota_gate_reply;
-    txn->ctx = ctx;
-    txn->n = ctx->nkeys;
-
-    p = (u_char *) &txn->incr[txn->n];
-
-    for (i = 0; i < ctx->nkeys; i++) {
-        k = &ctx->keys[i];
-
-        txn->incr[i].key.data = p;
-        txn->incr[i].key.len = k->key.len;
-        p = ngx_cpymem(p, k->key.data, k->key.len);
-
-        txn->incr[i].delta = ctx->estimate;
-        txn->incr[i].expire_ms = ((int64_t) k->window_end
-                                  + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
-    }
-
-    return txn;
-}
-
-
-static void
-ngx_http_quota_gate_reply(ngx_http_quota_redis_op_t *op, int64_t *values,
-    ngx_uint_t n)
-{
-    ngx_http_quota_ctx_t  *ctx;
-    ngx_http_quota_txn_t  *txn;
-
-    txn = (ngx_http_quota_txn_t *) op;
-    ctx = txn->ctx;
-
-    if (values != NULL && n != txn->n) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "quota: redis answered %ui counters for %ui", n, txn->n);
-        values = NULL;
-    }
-
-    if (ctx == NULL) {
-        if (values) {
-            ngx_http_quota_give_back(txn->incr, txn->n, ngx_cycle->log);
-        }
-
-        ngx_free(txn);
-        return;
-    }
-
-    ctx->txn = NULL;
-
-    if (ctx->timer.timer_set) {
-        ngx_del_timer(&ctx->timer);
-    }
-
-    if (values == NULL) {
-        ngx_http_quota_gate_fail(ctx, "no reservation from redis");
-
-    } else {
-        ngx_http_quota_gate_decide(ctx, values);
-
-        if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
-            ngx_http_quota_give_back(txn->incr, txn->n,
-                                     ctx->request->connection->log);
-        }
-    }
-
-    ngx_free(txn);
-
-    ngx_http_quota_gate_wake(ctx->request);
-}
-
-
-/*
- * Denied when any counter went over its limit.  The 429 reports the
- * denying limit whose window ends last: waiting for an earlier reset
- * would not let the request through.  Allowed responses report the limit
- * with the least left.
- */
-
-static void
-ngx_http_quota_gate_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
-{
-    ngx_uint_t             i, denied, tightest;
-    ngx_http_quota_key_t  *k;
-
-    denied = NGX_HTTP_QUOTA_MAX_KEYS;
-    tightest = 0;
-
-    for (i = 0; i < ctx->nkeys; i++) {
-        k = &ctx->keys[i];
-        k->value = values[i];
-
-        if (k->value > k->limit
-            && (denied == NGX_HTTP_QUOTA_MAX_KEYS
-                || k->window_end > ctx->keys[denied].window_end))
-        {
-            denied = i;
-        }
-
-        if (k->limit - k->value
-            < ctx->keys[tightest].limit - ctx->keys[tightest].value)
-        {
-            tightest = i;
-        }
-    }
-
-    ctx->tightest = tightest;
-
-    if (denied == NGX_HTTP_QUOTA_MAX_KEYS) {
-        ctx->status = NGX_HTTP_QUOTA_STATUS_ALLOWED;
-        return;
-    }
-
-    ctx->status = NGX_HTTP_QUOTA_STATUS_DENIED;
-    ctx->denied = denied;
-    ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1);
-
-    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                  "quota: denied by \"%V\": %L over limit %L",
-                  &ctx->keys[denied].key, ctx->keys[denied].value,
-                  ctx->keys[denied].limit);
-}
-
-
-static void
-ngx_http_quota_gate_timeout(ngx_event_t *ev)
-{
-    ngx_http_quota_ctx_t  *ctx;
-
-    ctx = ev->data;
-
-    /* let go of the reservation as a request that ended would */
-    ngx_http_quota_cleanup(ctx);
-
-    ngx_http_quota_gate_fail(ctx, "redis did not answer in time");
-
-    ngx_http_quota_gate_wake(ctx->request);
-}
-
-
-static void
-ngx_http_quota_gate_wake(ngx_http_request_t *r)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        ngx_http_run_posted_requests(c);
-        return;
-    }
-
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
-}
-
-
-/* takes back what a reservation added, with no request waiting on it */
-
-static void
-ngx_http_quota_give_back(ngx_http_quota_incr_t *incr, ngx_uint_t n,
-    ngx_log_t *log)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < n; i++) {
-        incr[i].delta = -incr[i].delta;
-    }
-
-    if (ngx_http_quota_redis_incr(incr, n, NULL) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "quota: could not give back a reservation of %L "
-                      "on \"%V\"", -incr[0].delta, &incr[0].key);
-    }
-}

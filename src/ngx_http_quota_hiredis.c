@@ -10,9 +10,10 @@
  * gated in the iteration goes out in one write, with no epoll call;
  * epoll is asked only while connecting and when the socket is full.
  *
- * hiredis builds each reply out of separately allocated objects; the
- * worker's replies are small, parsed and freed one at a time, so they are
- * built in one arena that is reset as each reply is freed.
+ * hiredis builds each reply out of separately allocated objects; a
+ * context's replies are small, parsed and freed one at a time, so they are
+ * built in an arena of the context's own (a reply may be half read when
+ * another context's is parsed) that is reset as each reply is freed.
  */
 
 
@@ -49,8 +50,22 @@ struct ngx_http_quota_hiredis_block_s {
 };
 
 
-static ngx_http_quota_hiredis_gone_pt  ngx_http_quota_hiredis_gone;
-static ngx_uint_t                      ngx_http_quota_hiredis_writing;
+typedef struct {
+    ngx_connection_t                *c;
+    redisAsyncContext               *ac;
+    ngx_http_quota_hiredis_gone_pt   gone;
+    void                            *data;
+
+    ngx_http_quota_hiredis_block_t  *heap;      /* replies over the arena */
+    size_t                           used;
+    unsigned                         writing:1;
+
+    union {
+        u_char                       bytes[NGX_HTTP_QUOTA_HIREDIS_ARENA];
+        long long                    align;
+    }                                arena;
+} ngx_http_quota_hiredis_t;
+
 
 static redisReplyObjectFunctions  ngx_http_quota_hiredis_replies = {
     ngx_http_quota_hiredis_string,
@@ -60,34 +75,40 @@ static redisReplyObjectFunctions  ngx_http_quota_hiredis_replies = {
     ngx_http_quota_hiredis_free
 };
 
-static union {
-    u_char                           bytes[NGX_HTTP_QUOTA_HIREDIS_ARENA];
-    long long                        align;
-}                                    ngx_http_quota_hiredis_arena;
-static size_t                        ngx_http_quota_hiredis_used;
-static ngx_http_quota_hiredis_block_t  *ngx_http_quota_hiredis_heap;
-
 
 ngx_int_t
 ngx_http_quota_hiredis_attach(redisAsyncContext *ac, ngx_log_t *log,
-    ngx_http_quota_hiredis_gone_pt gone)
+    ngx_http_quota_hiredis_gone_pt gone, void *data)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t          *c;
+    ngx_http_quota_hiredis_t  *hc;
 
-    c = ngx_get_connection(ac->c.fd, log);
-    if (c == NULL) {
+    hc = ngx_alloc(sizeof(ngx_http_quota_hiredis_t), log);
+    if (hc == NULL) {
         return NGX_ERROR;
     }
 
-    c->data = ac;
+    c = ngx_get_connection(ac->c.fd, log);
+    if (c == NULL) {
+        ngx_free(hc);
+        return NGX_ERROR;
+    }
+
+    c->data = hc;
     c->read->handler = ngx_http_quota_hiredis_event;
     c->write->handler = ngx_http_quota_hiredis_event;
     c->read->log = log;
     c->write->log = log;
 
-    ngx_http_quota_hiredis_gone = gone;
+    hc->c = c;
+    hc->ac = ac;
+    hc->gone = gone;
+    hc->data = data;
+    hc->heap = NULL;
+    hc->used = 0;
+    hc->writing = 0;
 
-    ac->ev.data = c;
+    ac->ev.data = hc;
     ac->ev.addRead = ngx_http_quota_hiredis_add_read;
     ac->ev.delRead = ngx_http_quota_hiredis_del_read;
     ac->ev.addWrite = ngx_http_quota_hiredis_add_write;
@@ -95,6 +116,7 @@ ngx_http_quota_hiredis_attach(redisAsyncContext *ac, ngx_log_t *log,
     ac->ev.cleanup = ngx_http_quota_hiredis_cleanup;
 
     ac->c.reader->fn = &ngx_http_quota_hiredis_replies;
+    ac->c.reader->privdata = hc;
 
     return NGX_OK;
 }
@@ -103,21 +125,20 @@ ngx_http_quota_hiredis_attach(redisAsyncContext *ac, ngx_log_t *log,
 static void
 ngx_http_quota_hiredis_event(ngx_event_t *ev)
 {
-    ngx_connection_t   *c;
-    redisAsyncContext  *ac;
+    ngx_connection_t          *c;
+    ngx_http_quota_hiredis_t  *hc;
 
     c = ev->data;
-    ac = c->data;
+    hc = c->data;
 
-    /* either call may free ac and c: touch neither afterwards */
+    /* either call may free ac, c and hc: writing is cleared before */
 
     if (ev->write) {
-        ngx_http_quota_hiredis_writing = 1;
-        redisAsyncHandleWrite(ac);
-        ngx_http_quota_hiredis_writing = 0;
+        hc->writing = 1;
+        redisAsyncHandleWrite(hc->ac);
 
     } else {
-        redisAsyncHandleRead(ac);
+        redisAsyncHandleRead(hc->ac);
     }
 }
 
@@ -125,7 +146,9 @@ ngx_http_quota_hiredis_event(ngx_event_t *ev)
 static void
 ngx_http_quota_hiredis_add_read(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_http_quota_hiredis_t  *hc = data;
+
+    ngx_connection_t  *c = hc->c;
 
     if (!c->read->active
         && ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
@@ -139,7 +162,9 @@ ngx_http_quota_hiredis_add_read(void *data)
 static void
 ngx_http_quota_hiredis_del_read(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_http_quota_hiredis_t  *hc = data;
+
+    ngx_connection_t  *c = hc->c;
 
     if (c->read->active) {
         (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
@@ -150,16 +175,20 @@ ngx_http_quota_hiredis_del_read(void *data)
 static void
 ngx_http_quota_hiredis_add_write(void *data)
 {
-    ngx_connection_t   *c = data;
-    redisAsyncContext  *ac;
+    ngx_http_quota_hiredis_t  *hc = data;
 
-    ac = c->data;
+    ngx_uint_t         writing;
+    ngx_connection_t  *c = hc->c;
+
+    /* asked from inside a write: what is left did not fit the socket */
+    writing = hc->writing;
+    hc->writing = 0;
 
     if (c->write->active || c->write->posted) {
         return;
     }
 
-    if ((ac->c.flags & REDIS_CONNECTED) && !ngx_http_quota_hiredis_writing) {
+    if ((hc->ac->c.flags & REDIS_CONNECTED) && !writing) {
         ngx_post_event(c->write, &ngx_posted_events);
         return;
     }
@@ -176,7 +205,11 @@ ngx_http_quota_hiredis_add_write(void *data)
 static void
 ngx_http_quota_hiredis_del_write(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_http_quota_hiredis_t  *hc = data;
+
+    ngx_connection_t  *c = hc->c;
+
+    hc->writing = 0;
 
     if (c->write->active) {
         (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
@@ -193,11 +226,25 @@ ngx_http_quota_hiredis_del_write(void *data)
 static void
 ngx_http_quota_hiredis_cleanup(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_http_quota_hiredis_t  *hc = data;
 
-    ngx_http_quota_forget_connection(c);
+    ngx_http_quota_hiredis_block_t  *b;
 
-    ngx_http_quota_hiredis_gone();
+    ngx_http_quota_forget_connection(hc->c);
+
+    hc->gone(hc->data);
+
+    while (hc->heap) {
+        b = hc->heap;
+        hc->heap = b->next;
+        free(b);
+    }
+
+    /* a half-read reply lived in the arena: hiredis must not free it */
+    hc->ac->ev.data = NULL;
+    hc->ac->c.reader->fn = NULL;
+
+    ngx_free(hc);
 }
 
 
@@ -205,16 +252,18 @@ ngx_http_quota_hiredis_cleanup(void *data)
 
 
 static void *
-ngx_http_quota_hiredis_alloc(size_t size)
+ngx_http_quota_hiredis_alloc(const redisReadTask *task, size_t size)
 {
     u_char                          *p;
+    ngx_http_quota_hiredis_t        *hc;
     ngx_http_quota_hiredis_block_t  *b;
 
+    hc = task->privdata;
     size = ngx_align(size, sizeof(long long));
 
-    if (ngx_http_quota_hiredis_used + size <= NGX_HTTP_QUOTA_HIREDIS_ARENA) {
-        p = ngx_http_quota_hiredis_arena.bytes + ngx_http_quota_hiredis_used;
-        ngx_http_quota_hiredis_used += size;
+    if (hc->used + size <= NGX_HTTP_QUOTA_HIREDIS_ARENA) {
+        p = hc->arena.bytes + hc->used;
+        hc->used += size;
         return p;
     }
 
@@ -225,22 +274,32 @@ ngx_http_quota_hiredis_alloc(size_t size)
         return NULL;
     }
 
-    b->next = ngx_http_quota_hiredis_heap;
-    ngx_http_quota_hiredis_heap = b;
+    b->next = hc->heap;
+    hc->heap = b;
 
     return (u_char *) b + sizeof(ngx_http_quota_hiredis_block_t);
 }
 
 
+/*
+ * freeObject is given the reply alone: each reply object carries its
+ * context's state in a word before it
+ */
+
 static redisReply *
 ngx_http_quota_hiredis_reply(const redisReadTask *task, int type)
 {
-    redisReply  *r, *parent;
+    void        **hdr;
+    redisReply   *r, *parent;
 
-    r = ngx_http_quota_hiredis_alloc(sizeof(redisReply));
-    if (r == NULL) {
+    hdr = ngx_http_quota_hiredis_alloc(task, sizeof(long long)
+                                             + sizeof(redisReply));
+    if (hdr == NULL) {
         return NULL;
     }
+
+    *hdr = task->privdata;
+    r = (redisReply *) ((u_char *) hdr + sizeof(long long));
 
     ngx_memzero(r, sizeof(redisReply));
     r->type = type;
@@ -265,7 +324,7 @@ ngx_http_quota_hiredis_string(const redisReadTask *task, char *str,
         return NULL;
     }
 
-    r->str = ngx_http_quota_hiredis_alloc(len + 1);
+    r->str = ngx_http_quota_hiredis_alloc(task, len + 1);
     if (r->str == NULL) {
         return NULL;
     }
@@ -289,7 +348,8 @@ ngx_http_quota_hiredis_array(const redisReadTask *task, int elements)
     }
 
     if (elements > 0) {
-        r->element = ngx_http_quota_hiredis_alloc(elements
+        r->element = ngx_http_quota_hiredis_alloc(task,
+                                                  elements
                                                   * sizeof(redisReply *));
         if (r->element == NULL) {
             return NULL;
@@ -332,13 +392,16 @@ ngx_http_quota_hiredis_nil(const redisReadTask *task)
 static void
 ngx_http_quota_hiredis_free(void *reply)
 {
+    ngx_http_quota_hiredis_t        *hc;
     ngx_http_quota_hiredis_block_t  *b;
 
-    while (ngx_http_quota_hiredis_heap) {
-        b = ngx_http_quota_hiredis_heap;
-        ngx_http_quota_hiredis_heap = b->next;
+    hc = *(ngx_http_quota_hiredis_t **) ((u_char *) reply - sizeof(long long));
+
+    while (hc->heap) {
+        b = hc->heap;
+        hc->heap = b->next;
         free(b);
     }
 
-    ngx_http_quota_hiredis_used = 0;
+    hc->used = 0;
 }

@@ -1,14 +1,16 @@
 /*
- * The worker's Redis connection: one hiredis async context per worker,
- * driven by nginx's event loop, over which every request of the worker
- * is pipelined.
+ * A Redis store: one hiredis async context on nginx's event loop, over
+ * which every request of the worker is pipelined.
  *
- * The only operation is an atomic multi-key increment, sent as
+ * Its one kind of write is an atomic multi-key increment,
  *
- *     MULTI, (INCRBY key delta, PEXPIREAT key at) for each key, EXEC
+ *     MULTI, [GET mark], (INCRBY key delta, PEXPIREAT key at)..., EXEC
  *
- * in one write.  Reservations, rollbacks, refunds and settlements are all
- * this one operation with different deltas.
+ * sent in one write.  Reservations, give-backs, settlements and restores
+ * are all this with different deltas; the optional GET reads the epoch
+ * marker of the keys' hash tag in the same transaction, so a reply says
+ * both what the counters hold and whether they are the counters the
+ * sender meant (see ngx_http_quota_epoch.h).
  */
 
 #ifndef _NGX_HTTP_QUOTA_REDIS_H_INCLUDED_
@@ -18,7 +20,31 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include "ngx_http_quota.h"
+#include <hiredis/hiredis.h>
+
+#include "ngx_http_quota_conn.h"
+
+
+/* keys one transaction may hold */
+#define NGX_HTTP_QUOTA_REDIS_MAX_INCR  16
+
+/* plain commands sent together, at most */
+#define NGX_HTTP_QUOTA_REDIS_MAX_CMDS  8
+
+
+/* quota_redis, as configured */
+typedef struct {
+    ngx_str_t                    host;           /* NUL-terminated IP */
+    ngx_int_t                    port;
+    ngx_str_t                    unix_path;      /* NUL-terminated */
+    ngx_str_t                    password;
+    ngx_int_t                    db;
+    ngx_str_t                    prefix;
+    ngx_msec_t                   timeout;
+} ngx_http_quota_redis_conf_t;
+
+
+typedef struct ngx_http_quota_redis_s     ngx_http_quota_redis_t;
 
 
 typedef struct {
@@ -28,39 +54,91 @@ typedef struct {
 } ngx_http_quota_incr_t;
 
 
+/* what a transaction or command came to */
+typedef struct {
+    /*
+     * NGX_OK: the transaction ran (some keys may still have failed);
+     * NGX_DECLINED: Redis refused all of it (EXECABORT, OOM, READONLY,
+     * NOAUTH), nothing applied; NGX_ERROR: no answer (connection lost,
+     * worker exiting), applied or not
+     */
+    ngx_int_t                    rc;
+    const char                  *error;          /* for the log */
+
+    ngx_uint_t                   n;
+    int64_t                     *values;         /* counters afterwards */
+    uint32_t                     failed;         /* bit i: key i refused */
+    const char                  *key_error;      /* the first such error */
+
+    ngx_str_t                    mark;           /* data NULL: no such key */
+    redisReply                  *reply;          /* of a plain command */
+} ngx_http_quota_redis_res_t;
+
+
 typedef struct ngx_http_quota_redis_op_s  ngx_http_quota_redis_op_t;
 
-/*
- * called once per sent operation: values[i] is key i's counter after the
- * increment, or values is NULL when Redis did not apply it or its answer
- * was lost (error reply, connection closed, worker exiting)
- */
+/* called exactly once per sent operation, never from inside the send */
 typedef void (*ngx_http_quota_redis_done_pt)(ngx_http_quota_redis_op_t *op,
-    int64_t *values, ngx_uint_t n);
+    ngx_http_quota_redis_res_t *res);
 
 struct ngx_http_quota_redis_op_s {
     ngx_http_quota_redis_done_pt  done;
 };
 
 
-ngx_int_t ngx_http_quota_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_quota_main_conf_t *qmcf);
-void ngx_http_quota_redis_exit_process(ngx_cycle_t *cycle);
+/* the store has (re)connected and set up: run_id may have changed */
+typedef void (*ngx_http_quota_redis_ready_pt)(void *data);
+
+
+ngx_http_quota_redis_t *ngx_http_quota_redis_create(ngx_cycle_t *cycle,
+    ngx_http_quota_redis_conf_t *conf);
+void ngx_http_quota_redis_exit(ngx_http_quota_redis_t *rd);
+
+void ngx_http_quota_redis_on_ready(ngx_http_quota_redis_t *rd,
+    ngx_http_quota_redis_ready_pt handler, void *data);
+
+ngx_http_quota_redis_conf_t *ngx_http_quota_redis_conf(
+    ngx_http_quota_redis_t *rd);
+
+/* the server's run_id, empty until known: it changes with every restart */
+ngx_str_t *ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd);
 
 /*
  * NGX_OK when a request may send and wait: connected (or connecting) and
  * Redis has answered something within the timeout; NGX_DECLINED when
  * waiting would only burn the request's timeout
  */
-ngx_int_t ngx_http_quota_redis_usable(void);
+ngx_int_t ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd);
 
 /*
- * sends the increments; op == NULL sends and forgets (errors are logged).
- * NGX_OK: op->done will be called exactly once, later, never from inside
- * this call.  NGX_ERROR: nothing was sent and op->done is never called.
+ * the increments, after a GET of mark when mark is not NULL.
+ * NGX_OK: op->done will be called once, later.  NGX_ERROR: nothing was
+ * sent and op->done is never called.
  */
-ngx_int_t ngx_http_quota_redis_incr(ngx_http_quota_incr_t *incr,
-    ngx_uint_t n, ngx_http_quota_redis_op_t *op);
+ngx_int_t ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd,
+    ngx_str_t *mark, ngx_http_quota_incr_t *incr, ngx_uint_t n,
+    ngx_http_quota_redis_op_t *op);
+
+/*
+ * a write nobody waits for (settlements, give-backs): when Redis cannot
+ * take it now (not connected, refused, connection lost) it is kept, up to
+ * a bound, and sent again once Redis takes writes
+ */
+void ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
+    ngx_http_quota_incr_t *incr, ngx_uint_t n);
+
+/* one plain command; res->reply is its reply, NULL on NGX_ERROR */
+ngx_int_t ngx_http_quota_redis_command(ngx_http_quota_redis_t *rd,
+    ngx_uint_t argc, ngx_str_t *argv, ngx_http_quota_redis_op_t *op);
+
+/*
+ * n plain commands, the i-th argc[i] strings of argv, one after another;
+ * with multi, in MULTI ... EXEC, and res->reply is EXEC's array; else
+ * res->reply is the last command's reply
+ */
+ngx_int_t ngx_http_quota_redis_commands(ngx_http_quota_redis_t *rd,
+    ngx_uint_t multi, ngx_uint_t n, ngx_uint_t *argc, ngx_str_t *argv,
+    ngx_http_quota_redis_op_t *op);
 
 
 #endif /* _NGX_HTTP_QUOTA_REDIS_H_INCLUDED_ */

@@ -16,6 +16,7 @@
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
 #include "ngx_http_quota_ledger.h"
+#include "ngx_http_quota_epoch.h"
 #include "quota_row.h"
 
 
@@ -24,7 +25,8 @@ static int64_t ngx_http_quota_reported(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
     ngx_msec_t *elapsed);
 static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
-    ngx_http_quota_ctx_t *ctx, int64_t delta);
+    ngx_http_quota_ctx_t *ctx, int64_t actual);
+
 static void ngx_http_quota_settle_ledger(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
@@ -138,10 +140,9 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     actual = ngx_http_quota_actual(r, ctx);
 
-    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED) {
-        ngx_http_quota_settle_redis(r, ctx, actual - ctx->estimate);
-
-    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_OPEN) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED
+        || ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
+    {
         ngx_http_quota_settle_redis(r, ctx, actual);
     }
 
@@ -177,29 +178,86 @@ ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed)
 }
 
 
+/*
+ * The correction goes to the counters the reservation was made on, under
+ * their epoch; a request let through unreserved is charged in full under
+ * its tag's current epoch.  Counters whose epoch is over (Redis lost them
+ * meanwhile) are left alone: the ledger row names the epoch the estimate
+ * went to, and the ledger hands the cost to the new one
+ * (ngx_http_quota_owed.c).  With no ledger, the cost itself goes to the
+ * current epoch, once it is known.
+ */
+
 static void
 ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
-    int64_t delta)
+    int64_t actual)
 {
-    ngx_uint_t              i;
-    ngx_http_quota_incr_t   incr[NGX_HTTP_QUOTA_MAX_KEYS];
+    int64_t                      epoch, current, delta;
+    ngx_uint_t                   i;
+    ngx_http_quota_key_t        *k;
+    ngx_http_quota_epoch_t      *e;
+    ngx_http_quota_main_conf_t  *qmcf;
+    ngx_http_quota_incr_t        incr[NGX_HTTP_QUOTA_MAX_KEYS];
 
-    if (delta == 0 || ctx->nkeys == 0) {
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+
+    if (ctx->nkeys == 0 || qmcf->redis_store == NULL) {
+        return;
+    }
+
+    e = ctx->entry ? ctx->entry
+                   : ngx_http_quota_epoch_find(qmcf->epochs, &ctx->tag,
+                                               &ctx->display);
+
+    current = e ? ngx_http_quota_epoch_current(e) : 0;
+
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED) {
+        epoch = ctx->epoch;
+        delta = actual - ctx->estimate;
+
+    } else {
+        epoch = current;
+        delta = actual;
+    }
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        k = &ctx->keys[i];
+        k->key.len = k->base;
+
+        incr[i].key = k->key;
+        incr[i].delta = delta;
+        incr[i].expire_ms = ((int64_t) k->window_end
+                             + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+    }
+
+    if (epoch == 0 || (current && current != epoch)) {
+        ctx->charged_epoch = ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED
+                             ? ctx->epoch : 0;
+
+        if (qmcf->pg_conninfo.len == 0 && actual && e) {
+            for (i = 0; i < ctx->nkeys; i++) {
+                incr[i].delta = actual;
+            }
+
+            ngx_http_quota_epoch_charge(e, incr, ctx->nkeys);
+        }
+
+        return;
+    }
+
+    ctx->charged_epoch = epoch;
+
+    if (delta == 0) {
         return;
     }
 
     for (i = 0; i < ctx->nkeys; i++) {
-        incr[i].key = ctx->keys[i].key;
-        incr[i].delta = delta;
-        incr[i].expire_ms = ((int64_t) ctx->keys[i].window_end
-                             + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+        incr[i].key.len = quota_epoch_suffix(incr[i].key.data
+                                             + incr[i].key.len, epoch)
+                          - incr[i].key.data;
     }
 
-    if (ngx_http_quota_redis_incr(incr, ctx->nkeys, NULL) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "quota: settlement of %L on \"%V\" lost", delta,
-                      &ctx->keys[0].key);
-    }
+    ngx_http_quota_redis_write(qmcf->redis_store, incr, ctx->nkeys);
 }
 
 
@@ -274,6 +332,7 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     row.limits = limits;
     row.nlimits = ctx->nkeys;
+    row.epoch = ctx->charged_epoch;
 
     /* one pass into a buffer the row cannot outgrow */
 

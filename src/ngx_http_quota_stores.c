@@ -31,14 +31,14 @@ ngx_http_quota_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     qmcf->enabled = 0;
-     *     qmcf->host = { 0, NULL };
-     *     qmcf->unix_path = { 0, NULL };
-     *     qmcf->password = { 0, NULL };
-     *     qmcf->prefix = { 0, NULL };
+     *     qmcf->redis.host = { 0, NULL };
+     *     qmcf->redis.unix_path = { 0, NULL };
+     *     qmcf->redis.password = { 0, NULL };
+     *     qmcf->redis.prefix = { 0, NULL };
      */
 
-    qmcf->db = NGX_CONF_UNSET;
-    qmcf->timeout = NGX_CONF_UNSET_MSEC;
+    qmcf->redis.db = NGX_CONF_UNSET;
+    qmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
     qmcf->request_id = NGX_ERROR;
 
     return qmcf;
@@ -50,11 +50,11 @@ ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_quota_main_conf_t  *qmcf = conf;
 
-    ngx_conf_init_value(qmcf->db, 0);
-    ngx_conf_init_msec_value(qmcf->timeout, 50);
+    ngx_conf_init_value(qmcf->redis.db, 0);
+    ngx_conf_init_msec_value(qmcf->redis.timeout, 50);
 
-    if (qmcf->prefix.data == NULL) {
-        ngx_str_set(&qmcf->prefix, "quota:");
+    if (qmcf->redis.prefix.data == NULL) {
+        ngx_str_set(&qmcf->redis.prefix, "quota:");
     }
 
     if (qmcf->pg_conninfo.len) {
@@ -101,14 +101,14 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (u.family == AF_UNIX) {
-        qmcf->unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-        if (qmcf->unix_path.data == NULL) {
+        qmcf->redis.unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (qmcf->redis.unix_path.data == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        qmcf->unix_path.len = u.host.len;
-        ngx_memcpy(qmcf->unix_path.data, u.host.data, u.host.len);
-        qmcf->unix_path.data[u.host.len] = '\0';
+        qmcf->redis.unix_path.len = u.host.len;
+        ngx_memcpy(qmcf->redis.unix_path.data, u.host.data, u.host.len);
+        qmcf->redis.unix_path.data[u.host.len] = '\0';
 
     } else {
         if (u.naddrs == 0) {
@@ -124,12 +124,12 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        qmcf->host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+        qmcf->redis.host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
                                        u.addrs[0].socklen, p,
                                        NGX_SOCKADDR_STRLEN, 0);
-        p[qmcf->host.len] = '\0';
-        qmcf->host.data = p;
-        qmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+        p[qmcf->redis.host.len] = '\0';
+        qmcf->redis.host.data = p;
+        qmcf->redis.port = ngx_inet_get_port(u.addrs[0].sockaddr);
     }
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -138,9 +138,9 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             s.data = value[i].data + 8;
             s.len = value[i].len - 8;
 
-            qmcf->timeout = ngx_parse_time(&s, 0);
+            qmcf->redis.timeout = ngx_parse_time(&s, 0);
 
-            if (qmcf->timeout == (ngx_msec_t) NGX_ERROR || qmcf->timeout == 0) {
+            if (qmcf->redis.timeout == (ngx_msec_t) NGX_ERROR || qmcf->redis.timeout == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "quota_redis: invalid timeout \"%V\"",
                                    &s);
@@ -151,15 +151,15 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            qmcf->password.data = value[i].data + 9;
-            qmcf->password.len = value[i].len - 9;
+            qmcf->redis.password.data = value[i].data + 9;
+            qmcf->redis.password.len = value[i].len - 9;
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            qmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            qmcf->redis.db = ngx_atoi(value[i].data + 3, value[i].len - 3);
 
-            if (qmcf->db == NGX_ERROR) {
+            if (qmcf->redis.db == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "quota_redis: invalid db \"%V\"",
                                    &value[i]);
@@ -170,11 +170,11 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            qmcf->prefix.data = value[i].data + 7;
-            qmcf->prefix.len = value[i].len - 7;
+            qmcf->redis.prefix.data = value[i].data + 7;
+            qmcf->redis.prefix.len = value[i].len - 7;
 
-            for (p = qmcf->prefix.data;
-                 p < qmcf->prefix.data + qmcf->prefix.len;
+            for (p = qmcf->redis.prefix.data;
+                 p < qmcf->redis.prefix.data + qmcf->redis.prefix.len;
                  p++)
             {
                 if (*p <= ' ' || *p >= 0x7f || *p == '{' || *p == '}') {

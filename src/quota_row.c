@@ -166,6 +166,7 @@ quota_row_json(char *buf, size_t size, const quota_row_t *row)
                   row->completion_tokens < 0);
     quota_row_int(&o, ",\"cached_tokens\":", row->cached_tokens,
                   row->cached_tokens < 0);
+    quota_row_int(&o, ",\"epoch\":", row->epoch, row->epoch == 0);
 
     quota_out_str(&o, ",\"limits\":[");
 

@@ -47,6 +47,8 @@ typedef struct {
 
     const quota_row_limit_t  *limits;
     size_t                    nlimits;
+
+    int64_t                   epoch;          /* Redis counters charged, 0: none */
 } quota_row_t;
 
 

@@ -201,17 +201,20 @@ subtest 'period_label and quota_key' => sub {
 
     is(quota_key(prefix => 'quota:', scopes => [tenant => 'acme', user => 'bob'],
                  meter => 'llm', period => 'day', time => $monday),
-       'quota:{tenant=acme}/user=bob:llm:day:2026-11-23', 'documented example');
+       'quota:{tenant=acme}/user=bob:llm:day:2026-11-23:e*', 'documented example');
     is(quota_key(scopes => [tenant => 'a c/{}=:%', user => "\x{263A}", x => "\xe9"],
                  meter => 'llm', period => 'month', time => $t),
-       'quota:{tenant=a%20c%2F%7B%7D%3D%3A%25}/user=%E2%98%BA/x=%E9:llm:month:2026-11',
+       'quota:{tenant=a%20c%2F%7B%7D%3D%3A%25}/user=%E2%98%BA/x=%E9:llm:month:2026-11:e*',
        'values percent-encoded, UTF-8 for wide characters');
     is(quota_key(scopes => [tenant => 'A-z_0.9~@x'], meter => 'm',
                  period => 'week', time => $t),
-       'quota:{tenant=A-z_0.9~@x}:m:week:2026-11-23', 'unreserved bytes kept');
+       'quota:{tenant=A-z_0.9~@x}:m:week:2026-11-23:e*', 'unreserved bytes kept');
     is(quota_key(prefix => 'q:', scopes => [t => 1], meter => 'm',
                  period => 'day', label => 'L'),
-       'q:{t=1}:m:day:L', 'explicit label');
+       'q:{t=1}:m:day:L:e*', 'explicit label');
+    is(quota_key(scopes => [t => 1], meter => 'm', period => 'day',
+                 label => 'L', epoch => 7),
+       'quota:{t=1}:m:day:L:e7', 'explicit epoch');
 };
 
 subtest 'comparison and parsing helpers' => sub {

@@ -351,7 +351,7 @@ GET /v1/chat
         => 10000,
     quota_key(scopes => [tenant => "caf\xc3\xa9 {x}:%"], meter => 'llm',
               period => 'day') => 10000,
-    'quota:{tenant=caf%C3%A9%20%7Bx%7D%3A%25}:llm:day:' . period_label('day')
+    'quota:{tenant=caf%C3%A9%20%7Bx%7D%3A%25}:llm:day:' . period_label('day') . ':e*'
         => 10000,
 }
 

@@ -1,5 +1,6 @@
 /*
- * Helpers shared by the unit tests of src/quota_key.c (test_key_*.c):
+ * Helpers shared by the unit tests of src/quota_key.c and
+ * src/quota_epoch.c (test_key_*.c, test_epoch.c):
  * the includes, U(), the canary byte, the fixed times around
  * 2026-11-23T14:05:00Z and the seeded xorshift64* generator.  Each test
  * binary compiles its own copy.
@@ -19,6 +20,8 @@
 #include <cmocka.h>
 
 #include "quota_key.h"
+#include "quota_epoch.h"
+#include "quota_row.h"
 
 
 #define U(s)  ((const unsigned char *) (s))

@@ -26,14 +26,14 @@
 
 #define U(s)       ((const unsigned char *) (s))
 #define CANARY     0x5c
-#define NFIELDS    16
+#define NFIELDS    17
 
 
 static const char  *contract_fields[NFIELDS] = {
     "request_id", "ts_ms", "host", "resource_type", "scope_names",
     "scope_ids", "decision", "estimated_micros", "actual_micros",
     "upstream_status", "http_status", "model", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "limits"
+    "completion_tokens", "cached_tokens", "epoch", "limits"
 };
 
 

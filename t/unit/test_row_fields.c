@@ -26,6 +26,7 @@ static const char  contract_row[] =
     "\"prompt_tokens\":null,"
     "\"completion_tokens\":null,"
     "\"cached_tokens\":null,"
+    "\"epoch\":null,"
     "\"limits\":["
     "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000},"
     "{\"depth\":2,\"period\":\"day\",\"limit_micros\":5000000},"
@@ -125,6 +126,7 @@ test_contract_example_fields(void **state)
     check_null(j, "prompt_tokens");
     check_null(j, "completion_tokens");
     check_null(j, "cached_tokens");
+    check_null(j, "epoch");
 
     a = json_object_get(j, "scope_names");
     assert_true(json_is_array(a));
@@ -202,6 +204,7 @@ test_values_instead_of_nulls(void **state)
     r.prompt_tokens = 1200;
     r.completion_tokens = 345;
     r.cached_tokens = 0;
+    r.epoch = 1764547200123LL;
     r.estimated = 9000000000000LL;
     r.actual = 0;
     r.limits = limits;
@@ -215,6 +218,7 @@ test_values_instead_of_nulls(void **state)
     check_int(j, "prompt_tokens", 1200);
     check_int(j, "completion_tokens", 345);
     check_int(j, "cached_tokens", 0);
+    check_int(j, "epoch", 1764547200123LL);
     check_int(j, "estimated_micros", 9000000000000LL);
     check_int(j, "actual_micros", 0);
 
@@ -236,7 +240,8 @@ test_values_instead_of_nulls(void **state)
     assert_non_null(strstr(buf, "\"model\":\"gpt-4o-mini\","
                                 "\"prompt_tokens\":1200,"
                                 "\"completion_tokens\":345,"
-                                "\"cached_tokens\":0,"));
+                                "\"cached_tokens\":0,"
+                                "\"epoch\":1764547200123,"));
 
     json_decref(j);
     free(buf);
@@ -425,6 +430,7 @@ test_bound_holds_for_the_widest_rows(void **state)
         r.prompt_tokens = INT64_MAX;
         r.completion_tokens = INT64_MAX;
         r.cached_tokens = INT64_MAX;
+        r.epoch = INT64_MIN;
         r.limits = limits;
         r.nlimits = 16;
 

@@ -243,11 +243,20 @@ returns its last value.
 UTC window label: minute C<YYYY-MM-DDTHH:MM>, hour C<YYYY-MM-DDTHH>, day
 C<YYYY-MM-DD>, week the date of its Monday, month C<YYYY-MM>.
 
-=item quota_key(prefix => 'quota:', scopes => [tenant => 'acme', user => 'bob'], meter => 'llm', period => 'day', time => time, label => undef)
+=item quota_key(prefix => 'quota:', scopes => [tenant => 'acme', user => 'bob'], meter => 'llm', period => 'day', time => time, label => undef, epoch => undef)
 
-C<quota:{tenant=acme}/user=bob:llm:day:2026-11-23>; scope values are
+C<quota:{tenant=acme}/user=bob:llm:day:2026-11-23:e*>: scope values are
 percent-encoded (every byte outside C<[A-Za-z0-9-_.~@]> becomes C<%XX>).
-C<label> overrides the computed window label.
+C<label> overrides the computed window label.  Without C<epoch>, the key
+ends in C<:e*>, which C<redis_cmd> replaces with the tag's current epoch
+when the key is used (C<quota_epoch>, writing a marker when there is none,
+so that a test can set counters before the module has seen the tag).
+
+=item quota_epoch(prefix => 'quota:', tag => 'tenant=acme', create => 1)
+
+The epoch in the marker C<quota:{tenant=acme}:epoch> (C<"N:run_id">); with
+C<create> and no usable marker, writes C<1:run_id> and returns 1.  undef
+when there is no marker and C<create> is false.
 
 =back
 
@@ -429,7 +438,7 @@ BEGIN {
 our @EXPORT = qw(
     run_tests timeout_scale use_valgrind wait_for
     done_testing subtest note explain BAIL_OUT
-    redis_start redis_stop redis_restart redis_running redis_port
+    redis_start redis_stop redis_restart redis_running redis_port quota_epoch
     redis_signal redis_cmd
     nginx_start nginx_stop nginx_reload nginx_pids nginx_port upstream_port
     nginx_test_config nginx_dir module_path
@@ -970,9 +979,19 @@ sub _resp_encode {
     return $out;
 }
 
+# a counter named by quota_key() without an epoch: the tag's current one
+sub _redis_key_epoch {
+    my $arg = shift;
+    return $arg unless defined $arg && $arg =~ /\A(.*?)\{([^}]*)\}(.*):e\*\z/s;
+    my ($prefix, $tag, $rest) = ($1, $2, $3);
+    my $epoch = quota_epoch(prefix => $prefix, tag => $tag, create => 1);
+    return "$prefix\{$tag\}$rest:e$epoch";
+}
+
 sub redis_cmd {
     my @args = @_;
     croak 'redis_cmd: no command' unless @args;
+    @args = map { _redis_key_epoch($_) } @args;
     my $request = _resp_encode(@args);
     my $deadline = time + $REDIS_TIMEOUT * timeout_scale();
     my $reply = eval {
@@ -1779,7 +1798,24 @@ sub quota_key {
         $key .= $i == 0 ? "{$elt}" : "/$elt";
     }
     my $label = $a{label} // period_label($a{period}, $a{time} // time);
-    return "$key:$a{meter}:$a{period}:$label";
+    my $epoch = $a{epoch} // '*';
+    return "$key:$a{meter}:$a{period}:$label:e$epoch";
+}
+
+sub _redis_run_id {
+    my ($id) = (redis_cmd('INFO', 'server') // '') =~ /^run_id:([0-9a-f]+)/m;
+    return $id // '';
+}
+
+sub quota_epoch {
+    my %a = (create => 1, @_);
+    my $mark = ($a{prefix} // 'quota:') . "{$a{tag}}:epoch";
+    my $run_id = _redis_run_id();
+    my $v = redis_cmd('GET', $mark);
+    return $1 if defined $v && $v =~ /^([1-9][0-9]*):\Q$run_id\E\z/;
+    return undef unless $a{create};
+    redis_cmd('SET', $mark, "1:$run_id");
+    return 1;
 }
 
 
@@ -1911,8 +1947,9 @@ sub _block_conf {
 
 sub run_tests {
     plan('no_plan') unless Test::More->builder->has_plan;
+    # eval sections may name counters, which asks Redis for their epoch
+    redis_start();
     my @blocks = blocks();
-    redis_start() if @blocks;
     _run_block($_) for @blocks;
     return;
 }

@@ -1,0 +1,521 @@
+/*
+ * A request's reservation in flight: the estimate added to every counter
+ * of the request in one Redis transaction that also reads the hash tag's
+ * epoch marker, the decision once it answers, and what is given back.
+ *
+ * While Redis answers, the request is suspended in the access phase.  The
+ * reservation in flight lives on the heap, not in the request's pool: a
+ * request can end (client gone, timeout) before its reply arrives, and
+ * the late reply must then find memory of its own and give back what it
+ * reserved, since no request will ever settle it.
+ *
+ * Counters are named by their tag's epoch.  A request whose tag has no
+ * known epoch waits for it (ngx_http_quota_epoch.c restores the counters
+ * when Redis has lost them); a reply that shows the epoch has moved on
+ * means the estimate went to counters nobody reads: it is given back
+ * there and the request is reserved once more under the new epoch.
+ */
+
+
+#include "ngx_http_quota.h"
+#include "ngx_http_quota_epoch.h"
+
+
+struct ngx_http_quota_txn_s {
+    ngx_http_quota_redis_op_t    op;             /* first: op == txn */
+    ngx_http_quota_ctx_t        *ctx;            /* NULL: orphaned */
+    ngx_http_quota_redis_t      *rd;
+    ngx_http_quota_epoch_t      *entry;          /* held */
+    int64_t                      epoch;
+    ngx_uint_t                   n;
+    ngx_http_quota_incr_t        incr[1];
+};
+
+
+static ngx_int_t ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx);
+static ngx_http_quota_txn_t *ngx_http_quota_txn_create(
+    ngx_http_quota_ctx_t *ctx, ngx_http_quota_redis_t *rd, int64_t epoch);
+static void ngx_http_quota_txn_free(ngx_http_quota_txn_t *txn);
+static void ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res);
+static void ngx_http_quota_reserve_epoch_ready(
+    ngx_http_quota_epoch_waiter_t *w, ngx_int_t rc);
+static void ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx,
+    int64_t *values);
+static void ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_txn_t *txn, ngx_http_quota_redis_res_t *res);
+static void ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx,
+    const char *why);
+static void ngx_http_quota_reserve_timeout(ngx_event_t *ev);
+static void ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx);
+static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
+    uint32_t failed);
+
+
+/* damaged counters are logged once per burst, not once per request */
+static ngx_http_quota_burst_t  ngx_http_quota_unusable_burst;
+
+
+/*
+ * NGX_AGAIN: the request waits (for its epoch, or for Redis) and is
+ * resumed by the reply or its timeout; NGX_OK: decided already
+ */
+
+ngx_int_t
+ngx_http_quota_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
+{
+    ngx_int_t                    rc;
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+
+    if (qmcf->redis_store == NULL
+        || ngx_http_quota_redis_usable(qmcf->redis_store) != NGX_OK)
+    {
+        ngx_http_quota_reserve_fail(ctx, "redis is unavailable");
+        return NGX_OK;
+    }
+
+    ctx->entry = ngx_http_quota_epoch_find(qmcf->epochs, &ctx->tag,
+                                           &ctx->display);
+    if (ctx->entry == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_quota_epoch_hold(ctx->entry);
+
+    ctx->status = NGX_HTTP_QUOTA_STATUS_PENDING;
+
+    rc = ngx_http_quota_reserve_send(ctx);
+
+    if (rc != NGX_AGAIN) {
+        return rc;
+    }
+
+    ctx->timer.handler = ngx_http_quota_reserve_timeout;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+    ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
+
+    /* notice a client that goes away while the request waits */
+
+    if (r->connection->read->ready) {
+        ngx_post_event(r->connection->read, &ngx_posted_events);
+
+    } else if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+/* the request is gone or has timed out: let go of what is in flight */
+
+void
+ngx_http_quota_reserve_cleanup(ngx_http_quota_ctx_t *ctx)
+{
+    if (ctx->txn) {
+        /* the reply will find no request and give the amount back */
+        ctx->txn->ctx = NULL;
+        ctx->txn = NULL;
+    }
+
+    if (ctx->waiting) {
+        ngx_http_quota_epoch_cancel(&ctx->waiter);
+        ctx->waiting = 0;
+    }
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+}
+
+
+/* the request's pool goes: so does its hold on the tag's entry */
+
+void
+ngx_http_quota_reserve_release(ngx_http_quota_ctx_t *ctx)
+{
+    ngx_http_quota_reserve_cleanup(ctx);
+
+    if (ctx->entry) {
+        ngx_http_quota_epoch_release(ctx->entry);
+        ctx->entry = NULL;
+    }
+}
+
+
+/*
+ * NGX_AGAIN: sent, or waiting for the epoch; NGX_OK: decided (failed)
+ * without Redis
+ */
+
+static ngx_int_t
+ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
+{
+    int64_t                      epoch;
+    ngx_http_quota_txn_t        *txn;
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    epoch = ngx_http_quota_epoch_current(ctx->entry);
+
+    if (epoch == 0) {
+        ctx->waiter.ready = ngx_http_quota_reserve_epoch_ready;
+
+        if (ngx_http_quota_epoch_wait(ctx->entry, &ctx->waiter) != NGX_AGAIN)
+        {
+            ngx_http_quota_reserve_fail(ctx, "redis is unavailable");
+            return NGX_OK;
+        }
+
+        ctx->waiting = 1;
+        return NGX_AGAIN;
+    }
+
+    qmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_quota_module);
+
+    txn = ngx_http_quota_txn_create(ctx, qmcf->redis_store, epoch);
+    if (txn == NULL) {
+        ngx_http_quota_reserve_fail(ctx, "out of memory");
+        return NGX_OK;
+    }
+
+    if (ngx_http_quota_redis_incr(txn->rd,
+                                  ngx_http_quota_epoch_mark_key(ctx->entry),
+                                  txn->incr, txn->n, &txn->op)
+        != NGX_OK)
+    {
+        ngx_http_quota_txn_free(txn);
+        ngx_http_quota_reserve_fail(ctx, "redis is unavailable");
+        return NGX_OK;
+    }
+
+    ctx->txn = txn;
+    ctx->epoch = epoch;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_quota_reserve_epoch_ready(ngx_http_quota_epoch_waiter_t *w,
+    ngx_int_t rc)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    ctx = (ngx_http_quota_ctx_t *)
+              ((u_char *) w - offsetof(ngx_http_quota_ctx_t, waiter));
+
+    ctx->waiting = 0;
+
+    if (rc != NGX_OK) {
+        ngx_http_quota_reserve_fail(ctx, "counters could not be restored "
+                                    "from the ledger");
+
+    } else if (ngx_http_quota_reserve_send(ctx) == NGX_AGAIN) {
+        return;
+    }
+
+    ngx_http_quota_reserve_wake(ctx);
+}
+
+
+static ngx_http_quota_txn_t *
+ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_redis_t *rd, int64_t epoch)
+{
+    u_char                *p;
+    size_t                 size;
+    ngx_uint_t             i;
+    ngx_http_quota_key_t  *k;
+    ngx_http_quota_txn_t  *txn;
+
+    size = sizeof(ngx_http_quota_txn_t)
+           + (ctx->nkeys - 1) * sizeof(ngx_http_quota_incr_t);
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        size += ctx->keys[i].base + QUOTA_EPOCH_SUFFIX_MAX;
+    }
+
+    txn = ngx_alloc(size, ngx_cycle->log);
+    if (txn == NULL) {
+        return NULL;
+    }
+
+    txn->op.done = ngx_http_quota_reserve_reply;
+    txn->ctx = ctx;
+    txn->rd = rd;
+    txn->entry = ctx->entry;
+    txn->epoch = epoch;
+    txn->n = ctx->nkeys;
+
+    ngx_http_quota_epoch_hold(txn->entry);
+
+    p = (u_char *) &txn->incr[txn->n];
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        k = &ctx->keys[i];
+
+        k->key.len = quota_epoch_suffix(k->key.data + k->base, epoch)
+                     - k->key.data;
+
+        txn->incr[i].key.data = p;
+        txn->incr[i].key.len = k->key.len;
+        p = ngx_cpymem(p, k->key.data, k->key.len);
+
+        txn->incr[i].delta = ctx->estimate;
+        txn->incr[i].expire_ms = ((int64_t) k->window_end
+                                  + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+    }
+
+    return txn;
+}
+
+
+static void
+ngx_http_quota_txn_free(ngx_http_quota_txn_t *txn)
+{
+    ngx_http_quota_epoch_release(txn->entry);
+    ngx_free(txn);
+}
+
+
+static void
+ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res)
+{
+    ngx_int_t              current;
+    ngx_http_quota_ctx_t  *ctx;
+    ngx_http_quota_txn_t  *txn;
+
+    txn = (ngx_http_quota_txn_t *) op;
+    ctx = txn->ctx;
+
+    current = res->rc == NGX_OK
+              ? ngx_http_quota_epoch_seen(txn->entry, txn->epoch, &res->mark)
+              : NGX_ERROR;
+
+    if (res->rc == NGX_OK && (ctx == NULL || current != NGX_OK)) {
+        /* nobody waits for it, or it went to counters nobody reads */
+        ngx_http_quota_give_back(txn, res->failed);
+    }
+
+    if (ctx == NULL) {
+        ngx_http_quota_txn_free(txn);
+        return;
+    }
+
+    ctx->txn = NULL;
+
+    if (res->rc != NGX_OK) {
+        ngx_http_quota_reserve_fail(ctx, res->error);
+
+    } else if (current != NGX_OK) {
+
+        if (!ctx->retried) {
+            ctx->retried = 1;
+            ngx_http_quota_txn_free(txn);
+
+            if (ngx_http_quota_reserve_send(ctx) == NGX_AGAIN) {
+                return;
+            }
+
+            ngx_http_quota_reserve_wake(ctx);
+            return;
+        }
+
+        ngx_http_quota_reserve_fail(ctx, "counters moved to a new epoch "
+                                    "twice");
+
+    } else if (res->failed) {
+        ngx_http_quota_reserve_unusable(ctx, txn, res);
+
+    } else {
+        ngx_http_quota_reserve_decide(ctx, res->values);
+
+        if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
+            ngx_http_quota_give_back(txn, 0);
+        }
+    }
+
+    ngx_http_quota_txn_free(txn);
+
+    ngx_http_quota_reserve_wake(ctx);
+}
+
+
+/*
+ * Admitted only when every counter, with the estimate added, is within
+ * its limit, and for a request estimated at nothing, only while some of
+ * the limit is left: a limit of 0 refuses everything.  The 429 reports
+ * the denying limit whose window ends last: waiting for an earlier reset
+ * would not let the request through.  Allowed responses report the limit
+ * with the least left.
+ */
+
+static void
+ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
+{
+    ngx_uint_t             i, denied, tightest;
+    ngx_http_quota_key_t  *k;
+
+    denied = NGX_HTTP_QUOTA_MAX_KEYS;
+    tightest = 0;
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        k = &ctx->keys[i];
+        k->value = values[i];
+
+        if ((k->value > k->limit
+             || (ctx->estimate == 0 && k->value >= k->limit))
+            && (denied == NGX_HTTP_QUOTA_MAX_KEYS
+                || k->window_end > ctx->keys[denied].window_end))
+        {
+            denied = i;
+        }
+
+        if (k->limit - k->value
+            < ctx->keys[tightest].limit - ctx->keys[tightest].value)
+        {
+            tightest = i;
+        }
+    }
+
+    ctx->tightest = tightest;
+
+    if (denied == NGX_HTTP_QUOTA_MAX_KEYS) {
+        ctx->status = NGX_HTTP_QUOTA_STATUS_ALLOWED;
+        return;
+    }
+
+    ctx->status = NGX_HTTP_QUOTA_STATUS_DENIED;
+    ctx->denied = denied;
+    ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1);
+
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "quota: denied by \"%V\": %L over limit %L",
+                  &ctx->keys[denied].key, ctx->keys[denied].value,
+                  ctx->keys[denied].limit);
+}
+
+
+/*
+ * A counter Redis cannot increment (another type, not an integer, about
+ * to overflow) says nothing about what its scope has spent.  Redis
+ * applied the other keys of the transaction, so they are given back; the
+ * request is refused as when the store is unavailable and the location
+ * fails closed, whatever quota_fail says: failing open would give the
+ * scope unlimited spend until somebody repairs the key.
+ */
+
+static void
+ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_txn_t *txn, ngx_http_quota_redis_res_t *res)
+{
+    ngx_uint_t  i, n;
+
+    for (i = 0; !(res->failed & ((uint32_t) 1 << i)); i++) { /* void */ }
+
+    n = ngx_http_quota_burst(&ngx_http_quota_unusable_burst);
+
+    if (n) {
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                      "quota: counter \"%V\" cannot be incremented: %s; "
+                      "requests of its scope are refused until it is "
+                      "deleted or repaired (%ui refused)",
+                      &txn->incr[i].key, res->key_error, n);
+    }
+
+    ngx_http_quota_give_back(txn, res->failed);
+
+    ctx->status = NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED;
+}
+
+
+/* no answer from Redis: the location's policy decides */
+
+static void
+ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx, const char *why)
+{
+    ngx_uint_t  open;
+
+    open = ctx->conf->fail == NGX_HTTP_QUOTA_POLICY_OPEN;
+
+    ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
+                  "quota: %s, failing %s", why, open ? "open" : "closed");
+
+    ctx->status = open ? NGX_HTTP_QUOTA_STATUS_FAIL_OPEN
+                       : NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED;
+}
+
+
+static void
+ngx_http_quota_reserve_timeout(ngx_event_t *ev)
+{
+    ngx_http_quota_ctx_t  *ctx;
+
+    ctx = ev->data;
+
+    /* let go of the reservation as a request that ended would */
+    ngx_http_quota_reserve_cleanup(ctx);
+
+    ngx_http_quota_reserve_fail(ctx, "redis did not answer in time");
+
+    ngx_http_quota_reserve_wake(ctx);
+}
+
+
+static void
+ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+
+    ngx_http_set_log_request(c->log, r);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* takes back what a reservation added, but on counters that refused it */
+
+static void
+ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed)
+{
+    ngx_uint_t             i, n;
+    ngx_http_quota_incr_t  incr[NGX_HTTP_QUOTA_MAX_KEYS];
+
+    for (i = 0, n = 0; i < txn->n; i++) {
+        if (failed & ((uint32_t) 1 << i)) {
+            continue;
+        }
+
+        incr[n] = txn->incr[i];
+        incr[n].delta = -incr[n].delta;
+        n++;
+    }
+
+    if (n) {
+        ngx_http_quota_redis_write(txn->rd, incr, n);
+    }
+}
