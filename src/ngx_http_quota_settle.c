@@ -4,12 +4,15 @@
  * very counters the reservation used, and the request's ledger row is
  * queued for PostgreSQL.
  *
- * A request the upstream did not serve (no upstream response, 502, 503,
- * 504, or any status >= 500 with no reported cost) costs nothing and its
- * reservation is returned.  A served request whose cost cannot be read
- * is charged its estimate, never nothing.  A request let through while
- * Redis was down or slow reserved nothing, so it is charged in full once
- * Redis takes writes again.
+ * A cost the upstream reports (its usage, the `quota_actual` variable) is
+ * charged whatever the status: an error that still reports usage was
+ * billed.  Otherwise a request the upstream did not serve costs nothing
+ * and its reservation is returned: no upstream response, or any status
+ * >= 400, 4xx as 5xx, as providers bill no refused or failed call (and
+ * an SDK retrying one 429 would otherwise pay for three).  A served
+ * request whose cost cannot be read is charged its estimate, never
+ * nothing.  A request let through while Redis was down or slow reserved
+ * nothing, so it is charged in full once Redis takes writes again.
  */
 
 
@@ -23,7 +26,7 @@
 static int64_t ngx_http_quota_reported(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, ngx_msec_t elapsed);
 static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
-    ngx_msec_t *elapsed);
+    ngx_msec_t *elapsed, ngx_uint_t *answered);
 static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, int64_t actual);
 
@@ -35,6 +38,7 @@ int64_t
 ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     int64_t     cost;
+    ngx_uint_t  answered;
     ngx_msec_t  elapsed;
 
     if (ctx->costed) {
@@ -43,18 +47,11 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->costed = 1;
     ctx->actual = 0;
-    ctx->upstream_status = ngx_http_quota_upstream(r, &elapsed);
+    ctx->upstream_status = ngx_http_quota_upstream(r, &elapsed, &answered);
 
-    if (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
-        && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
-    {
-        return 0;
-    }
-
-    if (ctx->upstream_status == 0
-        || ctx->upstream_status == NGX_HTTP_BAD_GATEWAY
-        || ctx->upstream_status == NGX_HTTP_SERVICE_UNAVAILABLE
-        || ctx->upstream_status == NGX_HTTP_GATEWAY_TIME_OUT)
+    if ((ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
+         && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
+        || !answered)
     {
         return 0;
     }
@@ -64,7 +61,7 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     if (cost >= 0) {
         ctx->actual = cost;
 
-    } else if (ctx->upstream_status < NGX_HTTP_INTERNAL_SERVER_ERROR) {
+    } else if (ctx->upstream_status < NGX_HTTP_BAD_REQUEST) {
 
         /* served, but its cost cannot be read: never free */
 
@@ -106,7 +103,7 @@ ngx_http_quota_reported(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
         /* time is billed only when the upstream served the request */
 
-        if (ctx->upstream_status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        if (ctx->upstream_status >= NGX_HTTP_BAD_REQUEST) {
             return -1;
         }
 
@@ -154,13 +151,21 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 }
 
 
+/*
+ * The status of the last upstream response, and whether the upstream
+ * answered at all: nginx's own 502 or 504 (connection refused, timed out)
+ * carries a status but no response header time.
+ */
+
 static ngx_uint_t
-ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed)
+ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed,
+    ngx_uint_t *answered)
 {
     ngx_uint_t                  i;
-    ngx_http_upstream_state_t  *state;
+    ngx_http_upstream_state_t  *state, *last;
 
     *elapsed = 0;
+    *answered = 0;
 
     if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
         return 0;
@@ -174,7 +179,12 @@ ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed)
         }
     }
 
-    return state[r->upstream_states->nelts - 1].status;
+    last = &state[r->upstream_states->nelts - 1];
+
+    *answered = last->status != 0
+                && last->header_time != (ngx_msec_t) -1;
+
+    return last->status;
 }
 
 

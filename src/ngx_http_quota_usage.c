@@ -28,12 +28,13 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         }
     }
 
+    /* error bodies are read too: an error that reports usage was billed */
+
     if (ctx->conf->actual != NGX_HTTP_QUOTA_ACTUAL_USAGE
         || ctx->usage != NULL
         || (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
             && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
         || r->headers_out.status < NGX_HTTP_OK
-        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
         || r->header_only)
     {
         return NGX_OK;
@@ -119,20 +120,22 @@ ngx_http_quota_filter_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
 
 /*
- * The request's model: the one the client asked for, or else the one the
- * upstream names; empty when neither is known
+ * The request's model: the one the upstream reports, which is what it
+ * served and billed (an Azure deployment, a router's pick), or else the
+ * one the client asked for; empty when neither is known.  Usage is priced
+ * at it, and the ledger and $quota_model name it.
  */
 
 void
 ngx_http_quota_model(ngx_http_quota_ctx_t *ctx, ngx_str_t *model)
 {
-    if (ctx->parsed && ctx->req->model_len) {
-        model->data = ctx->req->model;
-        model->len = ctx->req->model_len;
-
-    } else if (ctx->usage && ctx->usage->usage.model_len) {
+    if (ctx->usage && ctx->usage->usage.model_len) {
         model->data = ctx->usage->usage.model;
         model->len = ctx->usage->usage.model_len;
+
+    } else if (ctx->parsed && ctx->req->model_len) {
+        model->data = ctx->req->model;
+        model->len = ctx->req->model_len;
 
     } else {
         ngx_str_null(model);

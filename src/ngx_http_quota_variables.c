@@ -212,7 +212,7 @@ ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
 }
 
 
-/* the model the client asked for, or the one the upstream reported */
+/* the model the upstream reported, or the one the client asked for */
 
 static ngx_int_t
 ngx_http_quota_model_variable(ngx_http_request_t *r,

@@ -21,6 +21,9 @@
 
 #define QUOTA_REQUEST_DEPTH  64
 
+/* the longest string read as an output bound: digits and some spaces */
+#define QUOTA_REQUEST_BOUND_LEN  64
+
 
 /*
  * Chat bodies are mostly prose, and jansson decodes and copies every
@@ -52,6 +55,7 @@ typedef struct {
 
 static void quota_request_model(json_t *root, quota_request_t *req);
 static void quota_request_max_output(json_t *root, quota_request_t *req);
+static int64_t quota_request_bound(json_t *v);
 static void quota_request_input(json_t *root, quota_count_t *c);
 static void quota_request_message(json_t *msg, quota_count_t *c);
 static void quota_request_content(json_t *content, int level,
@@ -190,7 +194,15 @@ quota_request_model(json_t *root, quota_request_t *req)
 }
 
 
-/* the largest positive integral bound among the three names, capped */
+/*
+ * Some clients send the bound as a string, which the APIs accept, so it
+ * binds the upstream as the number would: a string holding a JSON number,
+ * white space around it allowed, its digits read as a real so that one
+ * past int64 is capped like any huge bound rather than refused.  A long
+ * string is prose or a skeleton's placeholder, never a bound.  Whatever
+ * is no whole number >= 1 binds nothing the estimate could trust:
+ * quota_max_tokens applies.
+ */
 
 static void
 quota_request_max_output(json_t *root, quota_request_t *req)
@@ -199,46 +211,69 @@ quota_request_max_output(json_t *root, quota_request_t *req)
         "max_tokens", "max_completion_tokens", "max_output_tokens"
     };
 
-    double       d;
-    json_t      *v;
+    json_t      *v, *num;
     int64_t      n;
     unsigned     i;
 
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         v = json_object_get(root, names[i]);
 
-        if (json_is_integer(v)) {
-            n = json_integer_value(v);
+        if (json_is_string(v)
+            && json_string_length(v) <= QUOTA_REQUEST_BOUND_LEN)
+        {
+            num = json_loadb(json_string_value(v), json_string_length(v),
+                             JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
 
-        } else if (json_is_real(v)) {
-            d = json_real_value(v);
+            n = json_is_number(num) ? quota_request_bound(num) : -1;
 
-            /* every double from 2^53 up is integral, and too big */
-            if (!(d >= 1.0)
-                || (d < 9.0e15 && d != (double) (int64_t) d))
-            {
-                continue;
-            }
-
-            n = d >= (double) QUOTA_REQUEST_MAX_OUTPUT
-                ? QUOTA_REQUEST_MAX_OUTPUT : (int64_t) d;
+            json_decref(num);
 
         } else {
-            continue;
-        }
-
-        if (n <= 0) {
-            continue;
-        }
-
-        if (n > QUOTA_REQUEST_MAX_OUTPUT) {
-            n = QUOTA_REQUEST_MAX_OUTPUT;
+            n = quota_request_bound(v);
         }
 
         if (n > req->max_output) {
             req->max_output = n;
         }
     }
+}
+
+
+/*
+ * a JSON number as an output bound, -1 if it is none; no model writes
+ * more than the cap, and a bound past it would only reserve more than any
+ * budget
+ */
+
+static int64_t
+quota_request_bound(json_t *v)
+{
+    double   d;
+    int64_t  n;
+
+    if (json_is_integer(v)) {
+        n = json_integer_value(v);
+
+        if (n <= 0) {
+            return -1;
+        }
+
+        return n > QUOTA_REQUEST_MAX_OUTPUT ? QUOTA_REQUEST_MAX_OUTPUT : n;
+    }
+
+    if (!json_is_real(v)) {
+        return -1;
+    }
+
+    d = json_real_value(v);
+
+    /* every double from 2^53 up is integral, and too big */
+    if (!(d >= 1.0) || (d < 9.0e15 && d != (double) (int64_t) d)) {
+        return -1;
+    }
+
+    return d >= (double) QUOTA_REQUEST_MAX_OUTPUT
+           ? QUOTA_REQUEST_MAX_OUTPUT : (int64_t) d;
 }
 
 

@@ -51,6 +51,11 @@ typedef struct {
  * than QUOTA_MODEL_MAX counts as no model.  Never reads past len, never
  * crashes on any bytes.
  *
+ * The output bound is the largest of "max_tokens",
+ * "max_completion_tokens" and "max_output_tokens" that is a whole number
+ * >= 1, or a string holding one ("100000"); above
+ * QUOTA_REQUEST_MAX_OUTPUT it is that cap.
+ *
  * Counted as input: "messages" (string content, content-part arrays,
  * tool calls' arguments), "prompt" (string or array), "input" (string or
  * array of items), "instructions", "system" (string or array of text

@@ -17,6 +17,11 @@
  *     usage.cache_read_input_tokens, usage.cache_creation_input_tokens;
  *     streamed as message_start (message.usage: input) and message_delta
  *     (usage: output so far), merged.
+ *
+ * The model the upstream reports, which prices the usage, is the
+ * top-level "model" of a JSON body, and in a stream the "model" beside
+ * the usage it reports: the chunk's, message_start's message.model, the
+ * Responses API's response.model.  A later report replaces it.
  */
 
 #ifndef QUOTA_USAGE_H

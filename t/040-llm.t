@@ -8,59 +8,16 @@ use warnings;
 
 use lib 't/lib';
 use Test::Quota;
+use Test::MockLLM;
 use IO::Socket::INET;
 use JSON::PP;
 use Digest::MD5 qw(md5_hex);
-use POSIX ();
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'PostgreSQL is not installed' unless pg_available();
 
-my $MOCK = do {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    $p;
-};
-
-my $mock_pid = fork // die $!;
-if ($mock_pid == 0) {
-    exec $^X, 't/lib/mock-llm', $MOCK or POSIX::_exit(1);
-}
-END { kill 'TERM', $mock_pid if $mock_pid }
-wait_for(sub { IO::Socket::INET->new(PeerAddr => "127.0.0.1:$MOCK") }, 5)
-  or BAIL_OUT('mock-llm did not start');
-
-redis_start();
-pg_start();
-pg_migrate('migrations');
-
-sub gated {
-    my ($path, $upstream, $limit, @more) = @_;
-    my $more = join '', map { "        $_\n" } @more;
-    return <<"_EOC_";
-    location $path {
-        quota           llm;
-        quota_scope     tenant \$http_x_tenant_id;
-        quota_limit     tenant $limit day;
-        quota_estimate  auto;
-        quota_actual    usage;
-        client_max_body_size    10m;
-        client_body_buffer_size 16k;
-        proxy_http_version      1.1;
-        proxy_buffering         off;
-        proxy_set_header        Accept-Encoding "";
-$more        proxy_pass      http://127.0.0.1:$MOCK$upstream;
-    }
-_EOC_
-}
-
-nginx_start(
+llm_start(
     http_config => <<'_EOC_',
-    quota_redis    127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s;
-    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=quota"
-                   flush=100ms spool=$TEST_NGINX_DIR/spool;
     quota_price    gpt-4o             2.50 10.00 cached=1.25;
     quota_price    gpt-4o-mini        0.15  0.60;
     quota_price    claude-3-5-sonnet  3.00 15.00 cached=0.30;
@@ -77,46 +34,6 @@ _EOC_
               . gated('/tight', '/v1/chat/completions', 0.01),
 );
 
-my $n = 0;
-
-sub chat {
-    my ($uri, $req, %h) = @_;
-    my $tenant = 't' . ++$n;
-    my $res = http_request(method => 'POST', uri => $uri, timeout => 10,
-                           body => ref $req ? encode_json($req) : $req,
-                           headers => { 'Content-Type' => 'application/json',
-                                        'X-Tenant-Id' => $tenant, %h });
-    $res->{tenant} = $tenant;
-    return $res;
-}
-
-sub counter {
-    redis_cmd('GET', quota_key(scopes => [tenant => shift], meter => 'llm',
-                               period => 'day')) // 0;
-}
-
-sub row {
-    my ($tenant) = @_;
-    wait_for(sub { psql("SELECT count(*) FROM quota.spend_events
-                          WHERE scope_ids[1] = '$tenant'") == 1 }, 5);
-    my $r = psql("SELECT decision, estimated_micros, actual_micros,
-                         coalesce(model, '-'), coalesce(prompt_tokens, -1),
-                         coalesce(completion_tokens, -1),
-                         coalesce(cached_tokens, -1)
-                    FROM quota.spend_events WHERE scope_ids[1] = '$tenant'");
-    return [split /\|/, $r // ''];
-}
-
-# the estimate of one user message of $bytes bytes (default 'Hello there')
-# at $in and $out USD per 1M tokens with $max output tokens: a token per 3
-# bytes, rounded up, plus 4 tokens for the message, rounded up once
-sub estimate {
-    my ($in, $out, $max, $bytes) = @_;
-    my $tokens = POSIX::ceil(($bytes // 11) / 3) + 4;
-    my $num = $tokens * $in * 1e6 + $max * $out * 1e6;
-    return POSIX::ceil($num / 1e6);
-}
-
 my @hello = (messages => [{ role => 'user', content => 'Hello there' }]);
 
 
@@ -131,7 +48,8 @@ subtest 'OpenAI JSON: estimate from the request, exact cost from usage' => sub {
     # 80 input at 2.50, 40 cached at 1.25, 80 output at 10.00
     my $cost = 200 + 50 + 800;
     is_deeply(row($res->{tenant}),
-              ['allowed', estimate(2.5, 10, 100), $cost, 'gpt-4o', 120, 80, 40],
+              ['allowed', estimate(2.5, 10, 100), $cost, 'gpt-4o', 120, 80, 40,
+               200],
               'ledger row: estimate, exact cost, model and tokens');
     is(counter($res->{tenant}), $cost, 'Redis holds the exact cost');
 

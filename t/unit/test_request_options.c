@@ -1,9 +1,9 @@
 /*
  * Unit tests for src/quota_request.c, the fields read besides the input:
  * the model (length limit, escapes, duplicates), the output bound (three
- * names, the largest, integral reals, the cap, every invalid form), the
- * stream flags, duplicate keys (the last wins), and where the
- * stream_options member can be inserted.
+ * names, the largest, integral reals, the cap, every invalid form, and
+ * numbers written as strings), the stream flags, duplicate keys (the
+ * last wins), and where the stream_options member can be inserted.
  */
 
 #include "request_helpers.h"
@@ -36,7 +36,7 @@ test_max_output(void **state)
     assert_int_equal(max_output_of("{\"max_tokens\":500,"
                                    "\"max_completion_tokens\":-3}"), 500);
     assert_int_equal(max_output_of("{\"max_tokens\":\"900\","
-                                   "\"max_output_tokens\":12}"), 12);
+                                   "\"max_output_tokens\":12}"), 900);
 
     /* integral reals count, others do not */
     assert_int_equal(max_output_of("{\"max_tokens\":100.0}"), 100);
@@ -65,11 +65,73 @@ test_max_output(void **state)
     assert_int_equal(max_output_of("{\"max_tokens\":-1}"), -1);
     assert_int_equal(max_output_of("{\"max_tokens\":null}"), -1);
     assert_int_equal(max_output_of("{\"max_tokens\":true}"), -1);
-    assert_int_equal(max_output_of("{\"max_tokens\":\"100\"}"), -1);
     assert_int_equal(max_output_of("{\"max_tokens\":[100]}"), -1);
     assert_int_equal(max_output_of("{\"maxTokens\":100}"), -1);
     assert_int_equal(max_output_of("{\"generation\":{\"max_tokens\":9}}"),
                      -1);
+}
+
+
+static void
+test_max_output_strings(void **state)
+{
+    char  body[200];
+
+    (void) state;
+
+    /* a number written as a string counts as that number, by any name */
+    assert_int_equal(max_output_of("{\"max_tokens\":\"100000\"}"), 100000);
+    assert_int_equal(max_output_of("{\"max_completion_tokens\":\"77\"}"),
+                     77);
+    assert_int_equal(max_output_of("{\"max_output_tokens\":\"1\"}"), 1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\" 250 \\n\"}"), 250);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"100.0\"}"), 100);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"1e3\"}"), 1000);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"\\u0039\"}"), 9);
+
+    /* the largest, strings and numbers together */
+    assert_int_equal(max_output_of("{\"max_tokens\":\"10\","
+                                   "\"max_completion_tokens\":300}"), 300);
+    assert_int_equal(max_output_of("{\"max_tokens\":10,"
+                                   "\"max_output_tokens\":\"300\"}"), 300);
+
+    /* huge ones are capped, even past what an integer holds */
+    assert_int_equal(max_output_of("{\"max_tokens\":\"10000001\"}"),
+                     QUOTA_REQUEST_MAX_OUTPUT);
+    assert_int_equal(max_output_of("{\"max_tokens\":"
+                                   "\"99999999999999999999999\"}"),
+                     QUOTA_REQUEST_MAX_OUTPUT);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"1e300\"}"),
+                     QUOTA_REQUEST_MAX_OUTPUT);
+
+    /* what is no whole number >= 1 is no bound, as for numbers */
+    assert_int_equal(max_output_of("{\"max_tokens\":\"0\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"-5\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"100.5\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"0.5\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"1e400\"}"), -1);
+
+    /* and a string that is no number is ignored */
+    assert_int_equal(max_output_of("{\"max_tokens\":\"\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"  \"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"lots\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"100k\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"1,000\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"0x10\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"+5\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"\\\"5\\\"\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"[5]\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"true\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"5 5\"}"), -1);
+    assert_int_equal(max_output_of("{\"max_tokens\":\"lots\","
+                                   "\"max_output_tokens\":12}"), 12);
+
+    /* digits past the length a bound can have are prose */
+    memset(body, 0, sizeof(body));
+    strcpy(body, "{\"max_tokens\":\"");
+    memset(body + strlen(body), ' ', 60);
+    strcat(body, "12345\"}");
+    assert_int_equal(max_output_of(body), -1);
 }
 
 
@@ -336,6 +398,7 @@ main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_max_output),
+        cmocka_unit_test(test_max_output_strings),
         cmocka_unit_test(test_stream_flags),
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_duplicate_keys_last_wins),

@@ -4,8 +4,8 @@
  * counters, the seeded xorshift64* generator, the scan with its group
  * setup and teardown, feeding a body whole, byte by byte and in random
  * splits (each piece an exact-size heap copy), check_json() and
- * check_sse() (SSE also with CRLF, CR and mixed line endings), and the
- * sample JSON and SSE bodies.  Each test binary compiles its own copy.
+ * check_sse() (SSE also with CRLF, CR and mixed line endings),
+ * check_every_cut(), and the sample JSON and SSE bodies.  Each test binary compiles its own copy.
  */
 
 #ifndef USAGE_HELPERS_H
@@ -273,6 +273,36 @@ check_sse(const char *body, expect_t e)
         b = line_ends(body, how > 3 ? 3 : how, &n);
         check_n(SSE, b, n, &e);
         free(b);
+    }
+}
+
+
+/*
+ * body cut at every byte, each cut fed whole, byte by byte and in random
+ * splits: nothing before the end of the first `last` in it (the bytes
+ * that complete the usage), e from there on
+ */
+static inline void
+check_every_cut(quota_usage_mode_e mode, const char *body, const char *last,
+    expect_t e)
+{
+    int            how;
+    size_t         i, n, end;
+    const char    *p;
+    expect_t       none = { 0, 0, 0, 0, NULL };
+    quota_usage_t  u;
+
+    n = strlen(body);
+
+    p = strstr(body, last);
+    assert_non_null(p);
+    end = (size_t) (p - body) + strlen(last);
+
+    for (i = 0; i <= n; i++) {
+        for (how = 0; how < 3; how++) {
+            u = run(mode, body, i, how);
+            assert_usage(&u, i >= end ? &e : &none);
+        }
     }
 }
 
