@@ -66,6 +66,7 @@ struct ngx_http_quota_epoch_s {
     int64_t                          before;     /* the last one seen */
     int64_t                          next;       /* being restored */
     ngx_uint_t                       holds;
+    ngx_http_quota_burst_t           unusable;   /* damaged counters */
 
     ngx_queue_t                      waiters;
     ngx_event_t                      poll;
@@ -286,6 +287,13 @@ ngx_str_t *
 ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e)
 {
     return &e->mark;
+}
+
+
+ngx_http_quota_burst_t *
+ngx_http_quota_epoch_unusable(ngx_http_quota_epoch_t *e)
+{
+    return &e->unusable;
 }
 
 

@@ -56,6 +56,10 @@ int64_t ngx_http_quota_epoch_current(ngx_http_quota_epoch_t *e);
 /* "<prefix>{tenant=acme}:epoch" */
 ngx_str_t *ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e);
 
+/* the tag's counters that Redis cannot increment, logged once a burst */
+ngx_http_quota_burst_t *ngx_http_quota_epoch_unusable(
+    ngx_http_quota_epoch_t *e);
+
 /* an entry in use is not forgotten to make room for others */
 void ngx_http_quota_epoch_hold(ngx_http_quota_epoch_t *e);
 void ngx_http_quota_epoch_release(ngx_http_quota_epoch_t *e);

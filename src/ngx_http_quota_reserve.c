@@ -52,10 +52,6 @@ static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
     uint32_t failed);
 
 
-/* damaged counters are logged once per burst, not once per request */
-static ngx_http_quota_burst_t  ngx_http_quota_unusable_burst;
-
-
 /*
  * NGX_AGAIN: the request waits (for its epoch, or for Redis) and is
  * resumed by the reply or its timeout; NGX_OK: decided already
@@ -419,7 +415,8 @@ ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
 
     for (i = 0; !(res->failed & ((uint32_t) 1 << i)); i++) { /* void */ }
 
-    n = ngx_http_quota_burst(&ngx_http_quota_unusable_burst);
+    /* once per burst of the tag, not once per request */
+    n = ngx_http_quota_burst(ngx_http_quota_epoch_unusable(txn->entry));
 
     if (n) {
         ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,

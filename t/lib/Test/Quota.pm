@@ -309,6 +309,14 @@ waits until the old workers are gone and new ones run; returns 1, or 0
 (with diagnostics) when the reload failed.  C<nginx_pids> returns the
 master pid followed by the worker pids (empty list when not running).
 
+=item nginx_node_start($name, %conf), nginx_node_stop($name), nginx_node_port($name)
+
+Another nginx instance, a second node: its own prefix F<$tmp/nginx-$name>,
+its own free port and the same module, sharing Redis, PostgreSQL and the
+mock upstream of the main instance (it runs none of its own).  C<%conf> as
+for C<nginx_start>.  C<nginx_node_start> returns the port once it
+listens; nodes still running are stopped with the main instance.
+
 =item nginx_test_config(%conf)
 
 Runs C<nginx -t> on a config built like C<nginx_start>'s and returns
@@ -441,6 +449,7 @@ our @EXPORT = qw(
     redis_start redis_stop redis_restart redis_running redis_port quota_epoch
     redis_signal redis_cmd
     nginx_start nginx_stop nginx_reload nginx_pids nginx_port upstream_port
+    nginx_node_start nginx_node_stop nginx_node_port
     nginx_test_config nginx_dir module_path
     error_log_offset error_log_since error_log_alerts
     access_log_offset access_log_lines
@@ -465,6 +474,7 @@ my $VG_ERROR_RE = qr/Invalid\ (?:read|write|free)|Mismatched\ free
 my $VG_QUOTA_RE = qr/ngx_http_quota|\bquota_\w+\s+\(/;
 
 my %PORT;
+my %NODE;       # second nginx instances: name => { dir, port }
 @PORT{qw(nginx upstream redis pg)} = _free_ports(4);
 
 my $BASE      = _make_base_dir();
@@ -532,6 +542,7 @@ sub _make_base_dir {
 sub _cleanup {
     return if $$ != $OWNER_PID || $CLEANED++;
     local ($?, $!, $@);
+    eval { nginx_node_stop($_) } for keys %NODE;
     eval { _nginx_stop() };
     if (use_valgrind()) {
         my @problems = eval { _valgrind_problems() };
@@ -1124,11 +1135,12 @@ EOF
         _indent($a{http_config}, '    '),
         "\n",
         "    server {\n",
-        "        listen 127.0.0.1:$PORT{nginx};\n",
+        "        listen 127.0.0.1:" . ($a{port} // $PORT{nginx}) . ";\n",
         "        server_name localhost;\n",
         "\n",
         _indent($a{config}, '        '),
         "    }\n",
+        ($a{port} ? () : (
         "\n",
         "    # mock upstream\n",
         "    server {\n",
@@ -1136,8 +1148,40 @@ EOF
         "        server_name upstream;\n",
         "\n",
         _indent($upstream, '        '),
-        "    }\n",
+        "    }\n")),
         "}\n";
+}
+
+sub nginx_node_port { return $NODE{ $_[0] }{port} }
+
+sub nginx_node_start {
+    my ($name, %a) = @_;
+    my $dir = "$BASE/nginx-$name";
+    File::Path::make_path((map { "$dir/$_" } qw(conf logs tmp html)),
+                          { mode => 0755 });
+    nginx_node_stop($name);
+    my ($port) = _free_ports(1);
+    _write_file("$dir/conf/nginx.conf", _nginx_conf_text(%a, port => $port));
+    my ($rc, $out, $err) = _run_cmd(
+        [$NGINX_BIN, '-p', "$dir/", '-c', "$dir/conf/nginx.conf",
+         '-e', "$dir/logs/error.log"], timeout => 30);
+    croak "nginx node $name failed to start (exit code $rc):\n$out$err"
+      if $rc != 0;
+    $NODE{$name} = { dir => $dir, port => $port };
+    wait_for(sub { _listening($port) }, 10)
+      or croak "nginx node $name does not listen on $port";
+    return $port;
+}
+
+sub nginx_node_stop {
+    my $name = shift;
+    my $node = delete $NODE{$name} or return 0;
+    my $pid = _slurp("$node->{dir}/logs/nginx.pid") =~ /^(\d+)/ ? $1 : return 0;
+    my @procs = ($pid, _children_of($pid));
+    kill 'QUIT', $pid;
+    return 1 if _wait_gone(\@procs, 5);
+    kill 'KILL', grep { _alive($_) } @procs;
+    return _wait_gone(\@procs, 3);
 }
 
 sub _valgrind_prefix {
