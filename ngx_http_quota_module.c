@@ -10,9 +10,9 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
-#include "ngx_http_quota_pg.h"
 #include "ngx_http_quota_ledger.h"
-#include "ngx_http_quota_limits.h"
+#include "ngx_http_quota_limits_loader.h"
+#include "ngx_http_quota_spool.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
@@ -25,6 +25,7 @@ static ngx_int_t ngx_http_quota_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_add_handler(ngx_array_t *handlers,
     ngx_http_handler_pt handler, ngx_uint_t first);
+static ngx_int_t ngx_http_quota_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_quota_init_process(ngx_cycle_t *cycle);
 static void ngx_http_quota_exit_process(ngx_cycle_t *cycle);
 
@@ -155,7 +156,7 @@ ngx_module_t  ngx_http_quota_module = {
     ngx_http_quota_commands,               /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_quota_init_module,            /* init module */
     ngx_http_quota_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -363,6 +364,23 @@ ngx_http_quota_add_handler(ngx_array_t *handlers, ngx_http_handler_pt handler,
 }
 
 
+/* nginx -t and every start or reload: the spool must be usable */
+
+static ngx_int_t
+ngx_http_quota_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
+
+    if (qmcf == NULL || qmcf->spool == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_quota_spool_check(cycle, &qmcf->spool->name);
+}
+
+
 static ngx_int_t
 ngx_http_quota_init_process(ngx_cycle_t *cycle)
 {
@@ -388,26 +406,45 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    /* live limits are sent first when the connection is free, then rows */
-
-    if (ngx_http_quota_limits_init_process(cycle, qmcf) != NGX_OK
-        || ngx_http_quota_ledger_init_process(cycle, qmcf) != NGX_OK)
+    qmcf->ledger = ngx_http_quota_ledger_create(cycle, qmcf);
+    if (qmcf->ledger == NULL
+        || ngx_http_quota_ledger_start(qmcf->ledger) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    return ngx_http_quota_pg_init_process(cycle, &qmcf->pg_conninfo);
+    /* one worker keeps the live limits current for all */
+
+    if (ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    qmcf->limits = ngx_http_quota_limits_loader_create(cycle, qmcf);
+    if (qmcf->limits == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_quota_limits_loader_start(qmcf->limits);
 }
 
 
 static void
 ngx_http_quota_exit_process(ngx_cycle_t *cycle)
 {
-    /* the batch in flight is spooled as its connection closes */
+    ngx_http_quota_main_conf_t  *qmcf;
 
-    ngx_http_quota_pg_exit_process(cycle);
-    ngx_http_quota_ledger_exit_process(cycle);
-    ngx_http_quota_limits_exit_process(cycle);
+    qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
+
+    if (qmcf) {
+        /* the batch in flight is spooled as its connection closes */
+
+        ngx_http_quota_ledger_destroy(qmcf->ledger);
+        ngx_http_quota_limits_loader_destroy(qmcf->limits);
+
+        qmcf->ledger = NULL;
+        qmcf->limits = NULL;
+    }
+
     ngx_http_quota_redis_exit_process(cycle);
 }
 

@@ -94,6 +94,10 @@ typedef struct {
 } ngx_http_quota_amount_t;
 
 
+typedef struct ngx_http_quota_ledger_s          ngx_http_quota_ledger_t;
+typedef struct ngx_http_quota_limits_loader_s   ngx_http_quota_limits_loader_t;
+
+
 typedef struct {
     ngx_flag_t                   enabled;        /* quota_redis given */
     ngx_str_t                    host;           /* NUL-terminated IP */
@@ -110,6 +114,10 @@ typedef struct {
     ngx_uint_t                   pg_batch;
     ngx_path_t                  *spool;
     ngx_shm_zone_t              *limits_zone;
+
+    /* each worker's own, set when it starts */
+    ngx_http_quota_ledger_t     *ledger;
+    ngx_http_quota_limits_loader_t  *limits;   /* worker 0 only */
 
     ngx_int_t                    request_id;     /* variable index */
 } ngx_http_quota_main_conf_t;
