@@ -265,6 +265,11 @@ ngx_http_quota_ledger_flush_handler(ngx_event_t *ev)
     if (ngx_http_quota_ledger_send(lg, &lg->queue, 0) != NGX_OK) {
         /* busy: the batch goes as soon as the connection is free */
         lg->flush_due = 1;
+
+        /* or, if the last attempt failed, when the timer says so */
+        if (lg->stuck) {
+            ngx_add_timer(&lg->flush, lg->conf->pg_flush);
+        }
     }
 }
 
@@ -309,7 +314,11 @@ ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev)
 }
 
 
-/* the connection is free: fresh rows first, then what waits on disk */
+/*
+ * The connection is free: fresh rows first, then what waits on disk.
+ * Rows that neither PostgreSQL nor the spool took last time wait for the
+ * flush timer, so a failing batch is not sent again and again at once.
+ */
 
 static void
 ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
@@ -318,7 +327,7 @@ ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
 
     ngx_http_quota_buf_t  batch;
 
-    if (lg->queue.rows
+    if (lg->queue.rows && !lg->stuck
         && (lg->flush_due || lg->queue.rows >= lg->conf->pg_batch))
     {
         (void) ngx_http_quota_ledger_send(lg, &lg->queue, 0);

@@ -85,6 +85,7 @@ static ngx_int_t ngx_http_quota_loader_apply(ngx_http_quota_limits_loader_t *ld,
     PGresult *res, int from, int to);
 static void ngx_http_quota_loader_finish(ngx_http_quota_limits_loader_t *ld);
 static void ngx_http_quota_loader_no_room(ngx_http_quota_limits_loader_t *ld);
+static size_t ngx_http_quota_loader_need(ngx_http_quota_limits_loader_t *ld);
 static ngx_int_t ngx_http_quota_loader_failed(
     ngx_http_quota_limits_loader_t *ld, PGresult *res, const char *what);
 static void ngx_http_quota_loader_stop(ngx_http_quota_limits_loader_t *ld);
@@ -253,8 +254,7 @@ ngx_http_quota_loader_idle(ngx_http_quota_pg_t *pg, void *data)
         ngx_sprintf(ld->args[1], "%ui%Z", ld->table_rows);
         ngx_sprintf(ld->args[2], "%ui%Z", ngx_http_quota_limits_rows(
                                      ngx_http_quota_limits_active(ld->zone)));
-        ngx_sprintf(ld->args[3], "%uz%Z", 2 * ngx_http_quota_limits_set_size(
-                                     ld->table_rows, ld->key_bytes));
+        ngx_sprintf(ld->args[3], "%uz%Z", ngx_http_quota_loader_need(ld));
         ngx_sprintf(ld->args[4], "%uz%Z", ld->zone->shm.size);
         ld->report.params[6] = ld->complete ? "true" : "false";
 
@@ -475,13 +475,10 @@ ngx_http_quota_loader_finish(ngx_http_quota_limits_loader_t *ld)
 static void
 ngx_http_quota_loader_no_room(ngx_http_quota_limits_loader_t *ld)
 {
-    size_t      need, mb;
+    size_t      mb;
     ngx_uint_t  n, loaded;
 
-    need = 2 * ngx_http_quota_limits_set_size(ld->table_rows, ld->key_bytes);
-
-    /* the slab pool's own pages and headers: about 1 % and a few pages */
-    mb = (need + need / 64 + 64 * 1024 + 1024 * 1024 - 1) / (1024 * 1024);
+    mb = (ngx_http_quota_loader_need(ld) + 1024 * 1024 - 1) / (1024 * 1024);
 
     loaded = ngx_http_quota_limits_rows(
                  ngx_http_quota_limits_active(ld->zone));
@@ -501,6 +498,22 @@ ngx_http_quota_loader_no_room(ngx_http_quota_limits_loader_t *ld)
     if (n) {
         ngx_log_error(NGX_LOG_ERR, ld->log, 0, "quota: %s", ld->error);
     }
+}
+
+
+/*
+ * the zone= the table needs: the set in force and a new one beside it,
+ * and the slab pool's own page headers, about 1 %, and a few pages
+ */
+
+static size_t
+ngx_http_quota_loader_need(ngx_http_quota_limits_loader_t *ld)
+{
+    size_t  need;
+
+    need = 2 * ngx_http_quota_limits_set_size(ld->table_rows, ld->key_bytes);
+
+    return need + need / 64 + 64 * 1024;
 }
 
 

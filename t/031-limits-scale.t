@@ -18,6 +18,7 @@ pg_start();
 pg_migrate('migrations');
 
 my $ROWS = 200_000;
+my $NEEDED;
 
 sub conf {
     my $zone = shift;
@@ -87,6 +88,7 @@ subtest 'a zone too small keeps the limits before and says what it needs' => sub
       or diag(@lines);
     like($lines[0] // '', qr/\[error\] .*quota\.cost_quotas has 200001 rows, which need quota_postgres zone=(\d+)m/,
          'it names the rows and the zone= they need');
+    ($NEEDED) = ($lines[0] // '') =~ /zone=(\d+m)/;
 
     is(limit_of('small'), 'denied', 'the limits before still apply');
     is(limit_of('t777'), '10.00', 'the rows that did not fit do not');
@@ -94,6 +96,24 @@ subtest 'a zone too small keeps the limits before and says what it needs' => sub
        't', 'zone_bytes_needed is over zone_bytes');
     my @bad = error_log_alerts($offset);
     is(scalar @bad, 0, 'no [crit] slab_alloc failed, no alert') or diag(@bad);
+};
+
+
+subtest 'the zone= the error names is enough, for a reload of the table too' => sub {
+    my $offset = error_log_offset();
+    ok(nginx_reload(conf("zone=$NEEDED")), "reloaded with zone=$NEEDED");
+    ok(wait_for(sub { error_log_since($offset) =~ /loaded 200001 limits/ }, 30),
+       'every row loaded') or diag(error_log_since($offset));
+
+    # two rows in one statement: the whole table again, beside the set in force
+    $offset = error_log_offset();
+    psql(q{UPDATE quota.cost_quotas SET limit_usd = 2 WHERE scope_id IN ('t1', 't2')});
+    ok(wait_for(sub { error_log_since($offset) =~ /loaded 200001 limits/ }, 30),
+       'loaded again') or diag(error_log_since($offset));
+    is(limit_of('t2'), '2.00', 'with the change');
+    unlike(error_log_since($offset), qr/which need quota_postgres zone=/,
+           'and no room missing');
+    psql(q{UPDATE quota.cost_quotas SET limit_usd = 1 WHERE scope_id IN ('t1', 't2')});
 };
 
 
