@@ -10,10 +10,11 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
-#include "ngx_http_quota_pg.h"
 #include "ngx_http_quota_ledger.h"
-#include "ngx_http_quota_limits.h"
+#include "ngx_http_quota_limits_loader.h"
+#include "ngx_http_quota_spool.h"
 #include "ngx_http_quota_epoch.h"
+#include "ngx_http_quota_owed.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
@@ -26,6 +27,7 @@ static ngx_int_t ngx_http_quota_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_quota_add_handler(ngx_array_t *handlers,
     ngx_http_handler_pt handler, ngx_uint_t first);
+static ngx_int_t ngx_http_quota_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_quota_init_process(ngx_cycle_t *cycle);
 static void ngx_http_quota_exit_process(ngx_cycle_t *cycle);
 
@@ -156,7 +158,7 @@ ngx_module_t  ngx_http_quota_module = {
     ngx_http_quota_commands,               /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_quota_init_module,            /* init module */
     ngx_http_quota_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -364,6 +366,23 @@ ngx_http_quota_add_handler(ngx_array_t *handlers, ngx_http_handler_pt handler,
 }
 
 
+/* nginx -t and every start or reload: the spool must be usable */
+
+static ngx_int_t
+ngx_http_quota_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_quota_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
+
+    if (qmcf == NULL || qmcf->spool == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_quota_spool_check(cycle, &qmcf->spool->name);
+}
+
+
 static ngx_int_t
 ngx_http_quota_init_process(ngx_cycle_t *cycle)
 {
@@ -386,25 +405,51 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (qmcf->pg_conninfo.len) {
+        qmcf->ledger = ngx_http_quota_ledger_create(cycle, qmcf);
+        if (qmcf->ledger == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* restores share the ledger's connection and go ahead of batches */
+
+        qmcf->restore = ngx_http_quota_restore_create(cycle,
+                                            ngx_http_quota_ledger_pg(qmcf->ledger),
+                                            qmcf->redis_store);
+        if (qmcf->restore == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_quota_ledger_on_written(qmcf->ledger,
+                                         ngx_http_quota_owed_written, qmcf);
+    }
+
     qmcf->epochs = ngx_http_quota_epochs_create(cycle, qmcf->redis_store,
-                                                NULL);
+                                                qmcf->restore);
     if (qmcf->epochs == NULL) {
         return NGX_ERROR;
     }
 
-    if (qmcf->pg_conninfo.len == 0) {
+    if (qmcf->ledger == NULL) {
         return NGX_OK;
     }
 
-    /* live limits are sent first when the connection is free, then rows */
-
-    if (ngx_http_quota_limits_init_process(cycle, qmcf) != NGX_OK
-        || ngx_http_quota_ledger_init_process(cycle, qmcf) != NGX_OK)
-    {
+    if (ngx_http_quota_ledger_start(qmcf->ledger) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_quota_pg_init_process(cycle, &qmcf->pg_conninfo);
+    /* one worker keeps the live limits current for all */
+
+    if (ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    qmcf->limits = ngx_http_quota_limits_loader_create(cycle, qmcf);
+    if (qmcf->limits == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_quota_limits_loader_start(qmcf->limits);
 }
 
 
@@ -415,13 +460,19 @@ ngx_http_quota_exit_process(ngx_cycle_t *cycle)
 
     qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
 
+    if (qmcf == NULL) {
+        return;
+    }
+
     /* the batch in flight is spooled as its connection closes */
 
-    ngx_http_quota_pg_exit_process(cycle);
-    ngx_http_quota_ledger_exit_process(cycle);
-    ngx_http_quota_limits_exit_process(cycle);
+    ngx_http_quota_ledger_destroy(qmcf->ledger);
+    ngx_http_quota_limits_loader_destroy(qmcf->limits);
 
-    if (qmcf == NULL || qmcf->redis_store == NULL) {
+    qmcf->ledger = NULL;
+    qmcf->limits = NULL;
+
+    if (qmcf->redis_store == NULL) {
         return;
     }
 
@@ -430,7 +481,12 @@ ngx_http_quota_exit_process(ngx_cycle_t *cycle)
     ngx_http_quota_redis_exit(qmcf->redis_store);
     ngx_http_quota_epochs_exit(qmcf->epochs);
 
+    if (qmcf->restore) {
+        ngx_http_quota_restore_destroy(qmcf->restore);
+    }
+
     qmcf->redis_store = NULL;
     qmcf->epochs = NULL;
+    qmcf->restore = NULL;
 }
 

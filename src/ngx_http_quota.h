@@ -95,7 +95,10 @@ typedef struct {
 } ngx_http_quota_amount_t;
 
 
-typedef struct ngx_http_quota_epochs_s  ngx_http_quota_epochs_t;
+typedef struct ngx_http_quota_ledger_s          ngx_http_quota_ledger_t;
+typedef struct ngx_http_quota_limits_loader_s   ngx_http_quota_limits_loader_t;
+typedef struct ngx_http_quota_epochs_s          ngx_http_quota_epochs_t;
+typedef struct ngx_http_quota_restore_s         ngx_http_quota_restore_t;
 
 
 typedef struct {
@@ -109,11 +112,15 @@ typedef struct {
     ngx_path_t                  *spool;
     ngx_shm_zone_t              *limits_zone;
 
+    /* each worker's own, set when it starts */
+    ngx_http_quota_ledger_t     *ledger;
+    ngx_http_quota_limits_loader_t  *limits;   /* worker 0 only */
+
     ngx_int_t                    request_id;     /* variable index */
 
-    /* the worker's own, made in init_process */
     ngx_http_quota_redis_t      *redis_store;
     ngx_http_quota_epochs_t     *epochs;
+    ngx_http_quota_restore_t    *restore;        /* with a ledger */
 } ngx_http_quota_main_conf_t;
 
 

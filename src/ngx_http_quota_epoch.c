@@ -217,9 +217,11 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
     e->sn.str.len = tag->len;
     p = ngx_cpymem(p, tag->data, tag->len);
 
+    /* NUL-terminated: a query parameter */
     e->display.data = p;
     e->display.len = display->len;
     p = ngx_cpymem(p, display->data, display->len);
+    *p++ = '\0';
 
     e->mark.data = p;
     p = ngx_sprintf(p, "%V%V:epoch", prefix, tag);
@@ -785,10 +787,3 @@ ngx_http_quota_epochs_ready(void *data)
     }
 }
 
-
-/* TEMPORARY-STUB until the ledger restore is wired */
-void ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
-    ngx_http_quota_epoch_t *e)
-{
-    ngx_http_quota_epoch_restored(e, NGX_OK, NULL);
-}

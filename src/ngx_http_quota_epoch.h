@@ -25,6 +25,7 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_redis.h"
+#include "ngx_http_quota_pg.h"
 #include "quota_epoch.h"
 
 
@@ -33,9 +34,6 @@
  * declared in ngx_http_quota.h; a waiter's ready() is given NGX_OK when
  * the epoch is known now, NGX_ERROR when it could not be restored
  */
-
-
-typedef struct ngx_http_quota_restore_s  ngx_http_quota_restore_t;
 
 
 /* restore is NULL without quota_postgres: there is no ledger to read */
@@ -90,10 +88,14 @@ ngx_int_t ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
 
 
 /*
- * Restoring from the ledger (ngx_http_quota_restore.c): start reads the
- * tag's current windows and writes them to the counters of epoch
- * ngx_http_quota_epoch_next(e), then calls ngx_http_quota_epoch_restored()
+ * Restoring from the ledger (ngx_http_quota_restore.c), on the ledger's
+ * connection: start reads the tag's current windows and writes them to
+ * the counters of epoch ngx_http_quota_epoch_next(e), then calls
+ * ngx_http_quota_epoch_restored()
  */
+ngx_http_quota_restore_t *ngx_http_quota_restore_create(ngx_cycle_t *cycle,
+    ngx_http_quota_pg_t *pg, ngx_http_quota_redis_t *rd);
+void ngx_http_quota_restore_destroy(ngx_http_quota_restore_t *rs);
 void ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
     ngx_http_quota_epoch_t *e);
 void ngx_http_quota_epoch_restored(ngx_http_quota_epoch_t *e, ngx_int_t rc,

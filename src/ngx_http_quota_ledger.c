@@ -3,75 +3,92 @@
  *
  * Rows wait in memory already framed as spool records, so the same bytes
  * can go either way: to PostgreSQL as one batch (`SELECT
- * quota.record_spend($1)` with the rows as a JSON array), or to the
+ * quota.record_batch($1)` with the rows as a JSON array), or to the
  * worker's spool file with a single write when PostgreSQL is down, slow,
  * or the queue is over its bound.  A batch whose fate is unknown (the
  * connection died with it, the worker is exiting) is spooled as well:
- * record_spend ignores rows it already has, so a row may be written twice
- * but is never counted twice.
+ * record_batch ignores rows it already has, so a row may be written twice
+ * but is never counted twice.  When the spool cannot be written either
+ * (no permission, disk full), rows stay in memory up to the queue's bound
+ * and both ways are tried again every `flush`.
  */
 
 
 #include "ngx_http_quota_ledger.h"
-#include "ngx_http_quota_pg.h"
 #include "ngx_http_quota_spool.h"
 
 
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
 
-/* rows waiting in memory beyond this go to the spool instead */
-#define NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX      (8 * 1024 * 1024)
 
+struct ngx_http_quota_ledger_s {
+    ngx_http_quota_main_conf_t         *conf;
+    ngx_log_t                          *log;
+    ngx_http_quota_pg_t                *pg;
+    ngx_http_quota_spool_t              spool;
 
-typedef struct {
-    ngx_http_quota_main_conf_t   *conf;
-    ngx_log_t                    *log;
+    ngx_http_quota_buf_t                queue;      /* rows waiting */
+    ngx_http_quota_buf_t                sent;       /* the batch in flight */
+    ngx_http_quota_buf_t                json;       /* its JSON array */
+    ngx_http_quota_pg_query_t           query;
 
-    ngx_http_quota_buf_t          queue;      /* rows waiting */
-    ngx_http_quota_buf_t          sent;       /* the batch in flight */
-    ngx_http_quota_buf_t          json;       /* its JSON array */
-    ngx_http_quota_pg_query_t     query;
+    ngx_event_t                         flush;
+    ngx_event_t                         rescan;
 
-    ngx_event_t                   flush;
-    ngx_event_t                   rescan;
+    ngx_http_quota_burst_t              lost;       /* rows over the bound */
 
-    unsigned                      flush_due:1;
-    unsigned                      replaying:1;   /* batch is from a file */
-} ngx_http_quota_ledger_t;
+    ngx_http_quota_ledger_written_pt    written;
+    void                               *written_data;
+
+    unsigned                            flush_due:1;
+    unsigned                            stuck:1;    /* the spool failed */
+    unsigned                            replaying:1; /* batch is from a file */
+};
 
 
 static void ngx_http_quota_ledger_flush_handler(ngx_event_t *ev);
 static void ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev);
-static void ngx_http_quota_ledger_idle(void);
-static ngx_int_t ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
-    ngx_uint_t replaying);
+static void ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data);
+static ngx_int_t ngx_http_quota_ledger_spool(ngx_http_quota_ledger_t *lg);
+static ngx_int_t ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
+    ngx_http_quota_buf_t *records, ngx_uint_t replaying);
 static void ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q,
     PGresult *res);
+static void ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg);
 static ngx_uint_t ngx_http_quota_ledger_refused(PGresult *res);
 
 
-static ngx_http_quota_ledger_t  ngx_http_quota_ledger;
-
-
-ngx_int_t
-ngx_http_quota_ledger_init_process(ngx_cycle_t *cycle,
+ngx_http_quota_ledger_t *
+ngx_http_quota_ledger_create(ngx_cycle_t *cycle,
     ngx_http_quota_main_conf_t *qmcf)
 {
     ngx_http_quota_ledger_t  *lg;
 
-    lg = &ngx_http_quota_ledger;
+    lg = ngx_calloc(sizeof(ngx_http_quota_ledger_t), cycle->log);
+    if (lg == NULL) {
+        return NULL;
+    }
 
     lg->conf = qmcf;
     lg->log = cycle->log;
 
-    if (ngx_http_quota_spool_init(cycle, &qmcf->spool->name) != NGX_OK) {
-        return NGX_ERROR;
+    lg->pg = ngx_http_quota_pg_create(cycle, &qmcf->pg_conninfo,
+                                      "postgres ledger");
+    if (lg->pg == NULL) {
+        ngx_free(lg);
+        return NULL;
     }
 
-    lg->query.sql = "SELECT quota.record_spend($1::jsonb)";
-    lg->query.nparams = 1;
-    lg->query.timeout = NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT;
-    lg->query.done = ngx_http_quota_ledger_done;
+    ngx_http_quota_spool_init(&lg->spool, cycle, &qmcf->spool->name);
+
+    /* rows can still wait in memory: said loudly, but not fatal */
+    (void) ngx_http_quota_spool_check(cycle, &qmcf->spool->name);
+
+    ngx_http_quota_pg_query_init(&lg->query,
+                                 "SELECT * FROM quota.record_batch($1::jsonb)",
+                                 1,
+                                 NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT,
+                                 ngx_http_quota_ledger_done, lg);
 
     ngx_http_quota_timer_init(&lg->flush,
                               ngx_http_quota_ledger_flush_handler,
@@ -81,22 +98,38 @@ ngx_http_quota_ledger_init_process(ngx_cycle_t *cycle,
                               ngx_http_quota_ledger_rescan_handler,
                               cycle->log);
 
-    ngx_add_timer(&lg->rescan, qmcf->pg_refresh);
+    return lg;
+}
 
-    return ngx_http_quota_pg_on_idle(ngx_http_quota_ledger_idle);
+
+ngx_int_t
+ngx_http_quota_ledger_start(ngx_http_quota_ledger_t *lg)
+{
+    if (ngx_http_quota_pg_on_idle(lg->pg, ngx_http_quota_ledger_idle, lg)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(&lg->rescan, lg->conf->pg_refresh);
+
+    ngx_http_quota_pg_start(lg->pg);
+
+    return NGX_OK;
 }
 
 
 void
-ngx_http_quota_ledger_exit_process(ngx_cycle_t *cycle)
+ngx_http_quota_ledger_destroy(ngx_http_quota_ledger_t *lg)
 {
-    ngx_http_quota_ledger_t  *lg;
-
-    lg = &ngx_http_quota_ledger;
-
-    if (lg->conf == NULL) {
+    if (lg == NULL) {
         return;
     }
+
+    /* a batch in flight comes back to the queue or the spool as it closes */
+
+    ngx_http_quota_pg_destroy(lg->pg);
+    lg->pg = NULL;
 
     if (lg->flush.timer_set) {
         ngx_del_timer(&lg->flush);
@@ -110,33 +143,51 @@ ngx_http_quota_ledger_exit_process(ngx_cycle_t *cycle)
         ngx_del_timer(&lg->rescan);
     }
 
-    /* the connection is closed by now: a batch in flight was spooled */
-
     if (lg->queue.rows) {
         ngx_log_error(NGX_LOG_NOTICE, lg->log, 0,
                       "quota: spooling %ui ledger rows at exit",
                       lg->queue.rows);
-        ngx_http_quota_spool_append(&lg->queue);
+
+        if (ngx_http_quota_spool_append(&lg->spool, &lg->queue) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
+                          "quota: %ui ledger rows lost at exit: the spool "
+                          "cannot be written", lg->queue.rows);
+        }
     }
 
-    ngx_http_quota_spool_exit();
+    ngx_http_quota_spool_exit(&lg->spool);
 
     ngx_free(lg->queue.data);
     ngx_free(lg->sent.data);
     ngx_free(lg->json.data);
+    ngx_free(lg);
+}
 
-    ngx_memzero(lg, sizeof(ngx_http_quota_ledger_t));
+
+ngx_http_quota_pg_t *
+ngx_http_quota_ledger_pg(ngx_http_quota_ledger_t *lg)
+{
+    return lg->pg;
 }
 
 
 void
-ngx_http_quota_ledger_add(u_char *row, size_t len)
+ngx_http_quota_ledger_on_written(ngx_http_quota_ledger_t *lg,
+    ngx_http_quota_ledger_written_pt handler, void *data)
 {
-    ngx_http_quota_ledger_t  *lg;
+    lg->written = handler;
+    lg->written_data = data;
+}
 
-    lg = &ngx_http_quota_ledger;
 
-    if (lg->conf == NULL) {
+void
+ngx_http_quota_ledger_add(ngx_http_quota_ledger_t *lg, u_char *row,
+    size_t len)
+{
+    size_t      need;
+    ngx_uint_t  n;
+
+    if (lg == NULL) {
         return;
     }
 
@@ -146,22 +197,30 @@ ngx_http_quota_ledger_add(u_char *row, size_t len)
         return;
     }
 
+    need = QUOTA_SPOOL_HEADER + len;
+
     /* over its bound, the queue goes to disk rather than grow */
 
-    if (lg->queue.len + QUOTA_SPOOL_HEADER + len
-        > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX
-        || ngx_http_quota_buf_reserve(&lg->queue, QUOTA_SPOOL_HEADER + len)
-           != NGX_OK)
+    if (lg->queue.len + lg->sent.len + need > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX
+        && ngx_http_quota_ledger_spool(lg) != NGX_OK)
     {
-        ngx_http_quota_spool_append(&lg->queue);
+        n = ngx_http_quota_burst(&lg->lost);
 
-        if (ngx_http_quota_buf_reserve(&lg->queue, QUOTA_SPOOL_HEADER + len)
-            != NGX_OK)
-        {
+        if (n) {
             ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
-                          "quota: no memory for a ledger row");
-            return;
+                          "quota: %ui ledger rows lost: %uz bytes wait in "
+                          "memory, the most there may be, and the spool "
+                          "cannot be written", n,
+                          lg->queue.len + lg->sent.len);
         }
+
+        return;
+    }
+
+    if (ngx_http_quota_buf_reserve(&lg->queue, need) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
+                      "quota: no memory for a ledger row");
+        return;
     }
 
     /* checksummed only if it is spooled: most rows never reach a disk */
@@ -170,7 +229,9 @@ ngx_http_quota_ledger_add(u_char *row, size_t len)
                                        row, len);
     lg->queue.rows++;
 
-    if (lg->queue.rows >= lg->conf->pg_batch) {
+    /* while the spool fails, the flush timer paces the attempts */
+
+    if (lg->queue.rows >= lg->conf->pg_batch && !lg->stuck) {
         if (!lg->flush.posted) {
             ngx_post_event(&lg->flush, &ngx_posted_events);
         }
@@ -186,7 +247,8 @@ ngx_http_quota_ledger_flush_handler(ngx_event_t *ev)
 {
     ngx_http_quota_ledger_t  *lg;
 
-    lg = &ngx_http_quota_ledger;
+    lg = (ngx_http_quota_ledger_t *)
+             ((u_char *) ev - offsetof(ngx_http_quota_ledger_t, flush));
 
     if (lg->flush.timer_set) {
         ngx_del_timer(&lg->flush);
@@ -196,15 +258,41 @@ ngx_http_quota_ledger_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_http_quota_pg_connected() != NGX_OK) {
-        ngx_http_quota_spool_append(&lg->queue);
+    if (ngx_http_quota_pg_connected(lg->pg) != NGX_OK) {
+        (void) ngx_http_quota_ledger_spool(lg);
         return;
     }
 
-    if (ngx_http_quota_ledger_send(&lg->queue, 0) != NGX_OK) {
+    if (ngx_http_quota_ledger_send(lg, &lg->queue, 0) != NGX_OK) {
         /* busy: the batch goes as soon as the connection is free */
         lg->flush_due = 1;
+
+        /* or, if the last attempt failed, when the timer says so */
+        if (lg->stuck) {
+            ngx_add_timer(&lg->flush, lg->conf->pg_flush);
+        }
     }
+}
+
+
+/* the queue to the spool; if it cannot go, it waits for the next flush */
+
+static ngx_int_t
+ngx_http_quota_ledger_spool(ngx_http_quota_ledger_t *lg)
+{
+    if (ngx_http_quota_spool_append(&lg->spool, &lg->queue) == NGX_OK) {
+        lg->stuck = 0;
+        return NGX_OK;
+    }
+
+    lg->stuck = 1;
+    lg->flush_due = 1;
+
+    if (!lg->flush.timer_set) {
+        ngx_add_timer(&lg->flush, lg->conf->pg_flush);
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -213,40 +301,45 @@ ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev)
 {
     ngx_http_quota_ledger_t  *lg;
 
-    lg = &ngx_http_quota_ledger;
+    lg = (ngx_http_quota_ledger_t *)
+             ((u_char *) ev - offsetof(ngx_http_quota_ledger_t, rescan));
 
     /* a worker that exited since (reload) may have left its spool */
-    ngx_http_quota_spool_rescan();
+    ngx_http_quota_spool_rescan(&lg->spool);
 
-    if (ngx_http_quota_pg_idle() == NGX_OK) {
-        ngx_http_quota_ledger_idle();
+    if (ngx_http_quota_pg_idle(lg->pg) == NGX_OK) {
+        ngx_http_quota_ledger_idle(lg->pg, lg);
     }
 
     ngx_add_timer(&lg->rescan, lg->conf->pg_refresh);
 }
 
 
-/* the connection is free: fresh rows first, then what waits on disk */
+/*
+ * The connection is free: fresh rows first, then what waits on disk.
+ * Rows that neither PostgreSQL nor the spool took last time wait for the
+ * flush timer, so a failing batch is not sent again and again at once.
+ */
 
 static void
-ngx_http_quota_ledger_idle(void)
+ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
 {
-    ngx_http_quota_buf_t      batch;
-    ngx_http_quota_ledger_t  *lg;
+    ngx_http_quota_ledger_t  *lg = data;
 
-    lg = &ngx_http_quota_ledger;
+    ngx_http_quota_buf_t  batch;
 
-    if (lg->queue.rows
+    if (lg->queue.rows && !lg->stuck
         && (lg->flush_due || lg->queue.rows >= lg->conf->pg_batch))
     {
-        (void) ngx_http_quota_ledger_send(&lg->queue, 0);
+        (void) ngx_http_quota_ledger_send(lg, &lg->queue, 0);
         return;
     }
 
-    if (ngx_http_quota_spool_waiting()
-        && ngx_http_quota_spool_next(lg->conf->pg_batch, &batch) == NGX_OK)
+    if (ngx_http_quota_spool_waiting(&lg->spool)
+        && ngx_http_quota_spool_next(&lg->spool, lg->conf->pg_batch, &batch)
+           == NGX_OK)
     {
-        (void) ngx_http_quota_ledger_send(&batch, 1);
+        (void) ngx_http_quota_ledger_send(lg, &batch, 1);
     }
 }
 
@@ -257,18 +350,15 @@ ngx_http_quota_ledger_idle(void)
  */
 
 static ngx_int_t
-ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
-    ngx_uint_t replaying)
+ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
+    ngx_http_quota_buf_t *records, ngx_uint_t replaying)
 {
-    u_char                   *p;
-    size_t                    len, used, skip;
-    const u_char             *payload;
-    ngx_http_quota_buf_t      tmp;
-    ngx_http_quota_ledger_t  *lg;
+    u_char                *p;
+    size_t                 len, used, skip;
+    const u_char          *payload;
+    ngx_http_quota_buf_t   tmp;
 
-    lg = &ngx_http_quota_ledger;
-
-    if (ngx_http_quota_pg_idle() != NGX_OK) {
+    if (ngx_http_quota_pg_idle(lg->pg) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -296,19 +386,21 @@ ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
     *p++ = ']';
     *p = '\0';
 
-    lg->query.params[0] = (char *) lg->json.data;
-
-    if (ngx_http_quota_pg_send(&lg->query) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
     if (replaying) {
         lg->sent.len = 0;
 
         if (ngx_http_quota_buf_reserve(&lg->sent, records->len) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
 
+    lg->query.params[0] = (char *) lg->json.data;
+
+    if (ngx_http_quota_pg_send(lg->pg, &lg->query) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (replaying) {
         ngx_memcpy(lg->sent.data, records->data, records->len);
         lg->sent.len = records->len;
         lg->sent.rows = records->rows;
@@ -331,17 +423,22 @@ ngx_http_quota_ledger_send(ngx_http_quota_buf_t *records,
 static void
 ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
 {
-    ngx_http_quota_ledger_t  *lg;
-
-    lg = &ngx_http_quota_ledger;
+    ngx_http_quota_ledger_t  *lg = q->data;
 
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, lg->log, 0,
-                       "quota: ledger wrote %s of %ui rows",
-                       PQgetvalue(res, 0, 0), lg->sent.rows);
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, lg->log, 0,
+                       "quota: ledger wrote a batch of %ui rows",
+                       lg->sent.rows);
 
         if (lg->replaying) {
-            ngx_http_quota_spool_replayed();
+            ngx_http_quota_spool_replayed(&lg->spool);
+
+        } else {
+            lg->stuck = 0;
+        }
+
+        if (lg->written) {
+            lg->written(lg->written_data, res);
         }
 
     } else if (ngx_http_quota_ledger_refused(res)) {
@@ -356,28 +453,62 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
                       "in the spool directory: %s",
                       lg->sent.rows, PQresultErrorMessage(res));
 
-        ngx_http_quota_spool_set_aside(&lg->sent);
+        ngx_http_quota_spool_set_aside(&lg->spool, &lg->sent);
 
         if (lg->replaying) {
-            ngx_http_quota_spool_replayed();
+            ngx_http_quota_spool_replayed(&lg->spool);
         }
 
     } else {
-        ngx_log_error(NGX_LOG_ERR, lg->log, 0,
-                      "quota: ledger batch of %ui rows not written%s%s",
-                      lg->sent.rows, res ? ": " : "",
-                      res ? PQresultErrorMessage(res) : "");
+        if (res) {
+            ngx_log_error(NGX_LOG_ERR, lg->log, 0,
+                          "quota: ledger batch of %ui rows not written: %s",
+                          lg->sent.rows, PQresultErrorMessage(res));
+        }
 
-        /* rows from a file stay in it; fresh rows are spooled */
+        /* rows from a file stay in it; fresh rows are spooled or kept */
 
-        if (!lg->replaying) {
-            ngx_http_quota_spool_append(&lg->sent);
+        if (!lg->replaying
+            && ngx_http_quota_spool_append(&lg->spool, &lg->sent) != NGX_OK)
+        {
+            ngx_http_quota_ledger_requeue(lg);
         }
     }
 
     lg->sent.len = 0;
     lg->sent.rows = 0;
     lg->replaying = 0;
+}
+
+
+/* a batch neither written nor spooled goes back ahead of the queue */
+
+static void
+ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg)
+{
+    ngx_http_quota_buf_t  tmp;
+
+    if (ngx_http_quota_buf_reserve(&lg->sent, lg->queue.len) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
+                      "quota: %ui ledger rows lost: no memory to keep them",
+                      lg->sent.rows);
+        return;
+    }
+
+    ngx_memcpy(lg->sent.data + lg->sent.len, lg->queue.data, lg->queue.len);
+    lg->sent.len += lg->queue.len;
+    lg->sent.rows += lg->queue.rows;
+
+    tmp = lg->queue;
+    lg->queue = lg->sent;
+    lg->sent = tmp;
+
+    lg->stuck = 1;
+    lg->flush_due = 1;
+
+    if (!lg->flush.timer_set) {
+        ngx_add_timer(&lg->flush, lg->conf->pg_flush);
+    }
 }
 
 

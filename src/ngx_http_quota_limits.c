@@ -1,23 +1,45 @@
 /*
- * Live limits in a shared zone.  The zone holds one node per
- * quota.cost_quotas row, keyed "meter:scope:period:scope_id" with the
- * scope id in display form (nested ids joined by "/").  Worker 0 keeps it
- * current; every worker looks keys up when it gates a request.
+ * Live limits in a shared zone.  A set is one block of the zone's slab
+ * pool: a header, a power-of-two array of bucket offsets, then the
+ * entries, appended, each chained to the next of its bucket.  Offsets,
+ * not pointers, so a set means the same in every process.  Changes to a
+ * row are made in place; a removed row is marked, and its room comes back
+ * with the next complete load.  The zone's lock is held for lookups and
+ * changes, never while PostgreSQL is waited for.
  */
 
 
 #include "ngx_http_quota_limits.h"
-#include "ngx_http_quota_pg.h"
 #include "quota_row.h"
 
 
-#define NGX_HTTP_QUOTA_LIMITS_TIMEOUT  10000
+#define NGX_HTTP_QUOTA_LIMIT_ENABLED   1
+#define NGX_HTTP_QUOTA_LIMIT_DELETED   2
 
 
 typedef struct {
-    ngx_rbtree_t                  rbtree;
-    ngx_rbtree_node_t             sentinel;
-    ngx_uint_t                    count;
+    int64_t                       limit;
+    uint32_t                      hash;
+    uint32_t                      next;       /* offset; 0: end of chain */
+    uint16_t                      len;
+    u_char                        flags;
+    u_char                        key[1];
+} ngx_http_quota_limit_entry_t;
+
+
+struct ngx_http_quota_limits_set_s {
+    size_t                        size;       /* of the whole block */
+    size_t                        used;       /* up to the next entry */
+    uint32_t                      mask;       /* buckets - 1 */
+    uint32_t                      rows;       /* live entries */
+    uint32_t                      buckets[1];
+};
+
+
+typedef struct {
+    ngx_http_quota_limits_set_t  *active;
+    ngx_http_quota_limits_set_t  *building;
+    ngx_uint_t                    build_id;
 } ngx_http_quota_limits_sh_t;
 
 
@@ -27,40 +49,21 @@ typedef struct {
 } ngx_http_quota_limits_ctx_t;
 
 
-typedef struct {
-    ngx_str_node_t                sn;
-    int64_t                       limit;
-    ngx_uint_t                    enabled;
-    u_char                        data[1];
-} ngx_http_quota_limit_node_t;
+#define ngx_http_quota_limit_entry_size(len)                                  \
+    ngx_align(offsetof(ngx_http_quota_limit_entry_t, key) + (len), 8)
 
-
-typedef struct {
-    ngx_http_quota_main_conf_t   *conf;
-    ngx_log_t                    *log;
-    ngx_http_quota_pg_query_t     load;
-    ngx_http_quota_pg_query_t     listen;
-    ngx_event_t                   refresh;
-    unsigned                      want:1;
-    unsigned                      listening:1;
-} ngx_http_quota_limits_loader_t;
+#define ngx_http_quota_limit_entry(set, off)                                  \
+    ((ngx_http_quota_limit_entry_t *) ((u_char *) (set) + (off)))
 
 
 static ngx_int_t ngx_http_quota_limits_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static void ngx_http_quota_limits_idle(void);
-static void ngx_http_quota_limits_notify(const char *channel);
-static void ngx_http_quota_limits_listened(ngx_http_quota_pg_query_t *q,
-    PGresult *res);
-static void ngx_http_quota_limits_loaded(ngx_http_quota_pg_query_t *q,
-    PGresult *res);
-static void ngx_http_quota_limits_refresh_handler(ngx_event_t *ev);
-static void ngx_http_quota_limits_replace(ngx_http_quota_limits_ctx_t *ctx,
-    PGresult *res);
+static uint32_t ngx_http_quota_limits_buckets(ngx_uint_t rows);
+static ngx_http_quota_limit_entry_t *ngx_http_quota_limits_find(
+    ngx_http_quota_limits_set_t *set, u_char *key, size_t len,
+    uint32_t hash);
 
 
-static ngx_shm_zone_t                  *ngx_http_quota_limits_shm;
-static ngx_http_quota_limits_loader_t   ngx_http_quota_limits_loader;
 static ngx_str_t  ngx_http_quota_limits_name = ngx_string("quota_limits");
 
 
@@ -83,8 +86,6 @@ ngx_http_quota_limits_zone(ngx_conf_t *cf, size_t size)
 
     shm_zone->init = ngx_http_quota_limits_init_zone;
     shm_zone->data = ctx;
-
-    ngx_http_quota_limits_shm = shm_zone;
 
     return shm_zone;
 }
@@ -114,63 +115,66 @@ ngx_http_quota_limits_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_quota_limits_sh_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_quota_limits_sh_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
 
     ctx->shpool->data = ctx->sh;
-
-    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
-                    ngx_str_rbtree_insert_value);
-
-    ctx->sh->count = 0;
-
     ctx->shpool->log_ctx = (u_char *) " in quota limits zone";
+
+    /* a set that does not fit is the loader's to report, with the size due */
+    ctx->shpool->log_nomem = 0;
 
     return NGX_OK;
 }
 
 
 ngx_uint_t
-ngx_http_quota_limits_count(void)
+ngx_http_quota_limits_count(ngx_shm_zone_t *zone)
 {
+    ngx_http_quota_limits_set_t  *set;
     ngx_http_quota_limits_ctx_t  *ctx;
 
-    if (ngx_http_quota_limits_shm == NULL) {
-        return 0;
-    }
+    ctx = zone->data;
 
-    ctx = ngx_http_quota_limits_shm->data;
+    /*
+     * read without the lock: a stale count only costs one lookup, and a
+     * set just replaced stays readable until a later load reuses its pages
+     */
+    set = ctx->sh->active;
 
-    /* read without the lock: a stale count only costs one lookup */
-    return ctx->sh->count;
+    return set ? set->rows : 0;
 }
 
 
 ngx_int_t
-ngx_http_quota_limits_lookup(ngx_str_t *key, int64_t *limit)
+ngx_http_quota_limits_lookup(ngx_shm_zone_t *zone, ngx_str_t *key,
+    int64_t *limit)
 {
-    ngx_int_t                     rc;
-    ngx_http_quota_limits_ctx_t  *ctx;
-    ngx_http_quota_limit_node_t  *node;
+    ngx_int_t                      rc;
+    ngx_http_quota_limits_ctx_t   *ctx;
+    ngx_http_quota_limit_entry_t  *e;
 
-    ctx = ngx_http_quota_limits_shm->data;
+    ctx = zone->data;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    node = (ngx_http_quota_limit_node_t *)
-               ngx_str_rbtree_lookup(&ctx->sh->rbtree, key,
-                                     ngx_crc32_long(key->data, key->len));
+    e = NULL;
 
-    if (node == NULL) {
+    if (ctx->sh->active) {
+        e = ngx_http_quota_limits_find(ctx->sh->active, key->data, key->len,
+                                       ngx_crc32_long(key->data, key->len));
+    }
+
+    if (e == NULL || (e->flags & NGX_HTTP_QUOTA_LIMIT_DELETED)) {
         rc = NGX_DECLINED;
 
-    } else if (!node->enabled) {
+    } else if (!(e->flags & NGX_HTTP_QUOTA_LIMIT_ENABLED)) {
         rc = NGX_DONE;
 
     } else {
-        *limit = node->limit;
+        *limit = e->limit;
         rc = NGX_OK;
     }
 
@@ -183,15 +187,20 @@ ngx_http_quota_limits_lookup(ngx_str_t *key, int64_t *limit)
 ngx_int_t
 ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    u_char                *ids, *p;
-    size_t                 len;
-    ngx_str_t              key;
-    ngx_uint_t             i, n;
-    quota_scope_ref_t     *s;
-    ngx_http_quota_key_t  *k;
-    size_t                 ends[NGX_HTTP_QUOTA_MAX_KEYS + 1];
+    u_char                      *ids, *p;
+    size_t                       len;
+    ngx_str_t                    key;
+    ngx_uint_t                   i, n;
+    quota_scope_ref_t           *s;
+    ngx_shm_zone_t              *zone;
+    ngx_http_quota_key_t        *k;
+    ngx_http_quota_main_conf_t  *qmcf;
+    size_t                       ends[NGX_HTTP_QUOTA_MAX_KEYS + 1];
 
-    if (ngx_http_quota_limits_count() == 0) {
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+    zone = qmcf->limits_zone;
+
+    if (zone == NULL || ngx_http_quota_limits_count(zone) == 0) {
         return NGX_OK;
     }
 
@@ -241,7 +250,7 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                               ends[k->depth], ids)
                   - key.data;
 
-        switch (ngx_http_quota_limits_lookup(&key, &k->limit)) {
+        switch (ngx_http_quota_limits_lookup(zone, &key, &k->limit)) {
 
         case NGX_DONE:
             /* exempt: this counter is neither checked nor charged */
@@ -260,225 +269,246 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 }
 
 
-ngx_int_t
-ngx_http_quota_limits_init_process(ngx_cycle_t *cycle,
-    ngx_http_quota_main_conf_t *qmcf)
+/* room for an eighth more rows than counted: some arrive meanwhile */
+
+static uint32_t
+ngx_http_quota_limits_buckets(ngx_uint_t rows)
 {
-    ngx_http_quota_limits_loader_t  *ld;
+    uint32_t  buckets;
 
-    /* one worker keeps the zone current for all */
-
-    if (ngx_worker != 0) {
-        return NGX_OK;
+    for (buckets = 64; buckets < rows + rows / 8 + 64; buckets <<= 1) {
+        /* void */
     }
 
-    ld = &ngx_http_quota_limits_loader;
+    return buckets;
+}
 
-    ld->conf = qmcf;
-    ld->log = cycle->log;
-    ld->want = 1;
 
-    ld->load.sql = "SELECT scope, scope_id, resource_type, period, "
-                   "(limit_usd * 1000000)::bigint, enabled "
-                   "FROM quota.cost_quotas";
-    ld->load.timeout = NGX_HTTP_QUOTA_LIMITS_TIMEOUT;
-    ld->load.done = ngx_http_quota_limits_loaded;
+size_t
+ngx_http_quota_limits_set_size(ngx_uint_t rows, size_t key_bytes)
+{
+    size_t  entries;
 
-    ld->listen.sql = "LISTEN quota_limits";
-    ld->listen.timeout = NGX_HTTP_QUOTA_LIMITS_TIMEOUT;
-    ld->listen.done = ngx_http_quota_limits_listened;
+    entries = (rows + rows / 8 + 64) * ngx_http_quota_limit_entry_size(0)
+              + key_bytes + key_bytes / 8;
 
-    ngx_http_quota_timer_init(&ld->refresh,
-                              ngx_http_quota_limits_refresh_handler,
-                              cycle->log);
+    return offsetof(ngx_http_quota_limits_set_t, buckets)
+           + ngx_http_quota_limits_buckets(rows) * sizeof(uint32_t) + entries;
+}
 
-    ngx_add_timer(&ld->refresh, qmcf->pg_refresh);
 
-    ngx_http_quota_pg_on_notify(ngx_http_quota_limits_notify);
+ngx_int_t
+ngx_http_quota_limits_begin(ngx_shm_zone_t *zone, ngx_uint_t rows,
+    size_t key_bytes, ngx_uint_t *id)
+{
+    size_t                        size;
+    uint32_t                      buckets;
+    ngx_http_quota_limits_set_t  *set;
+    ngx_http_quota_limits_ctx_t  *ctx;
 
-    return ngx_http_quota_pg_on_idle(ngx_http_quota_limits_idle);
+    ctx = zone->data;
+    size = ngx_http_quota_limits_set_size(rows, key_bytes);
+    buckets = ngx_http_quota_limits_buckets(rows);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /* a build left by a loader that went away (reload) is of no use now */
+
+    if (ctx->sh->building) {
+        ngx_slab_free_locked(ctx->shpool, ctx->sh->building);
+        ctx->sh->building = NULL;
+    }
+
+    set = ngx_slab_alloc_locked(ctx->shpool, size);
+
+    if (set == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    set->size = size;
+    set->mask = buckets - 1;
+    set->rows = 0;
+    set->used = offsetof(ngx_http_quota_limits_set_t, buckets)
+                + buckets * sizeof(uint32_t);
+
+    ngx_memzero(set->buckets, buckets * sizeof(uint32_t));
+
+    ctx->sh->building = set;
+    *id = ++ctx->sh->build_id;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_quota_limits_commit(ngx_shm_zone_t *zone, ngx_uint_t id)
+{
+    ngx_int_t                     rc;
+    ngx_http_quota_limits_ctx_t  *ctx;
+
+    ctx = zone->data;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->building && ctx->sh->build_id == id) {
+        if (ctx->sh->active) {
+            ngx_slab_free_locked(ctx->shpool, ctx->sh->active);
+        }
+
+        ctx->sh->active = ctx->sh->building;
+        ctx->sh->building = NULL;
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
 }
 
 
 void
-ngx_http_quota_limits_exit_process(ngx_cycle_t *cycle)
+ngx_http_quota_limits_abort(ngx_shm_zone_t *zone, ngx_uint_t id)
 {
-    ngx_http_quota_limits_loader_t  *ld;
+    ngx_http_quota_limits_ctx_t  *ctx;
 
-    ld = &ngx_http_quota_limits_loader;
-
-    if (ld->refresh.timer_set) {
-        ngx_del_timer(&ld->refresh);
-    }
-}
-
-
-static void
-ngx_http_quota_limits_idle(void)
-{
-    ngx_http_quota_limits_loader_t  *ld;
-
-    ld = &ngx_http_quota_limits_loader;
-
-    if (!ld->listening) {
-        (void) ngx_http_quota_pg_send(&ld->listen);
-        return;
-    }
-
-    if (ld->want && ngx_http_quota_pg_send(&ld->load) == NGX_OK) {
-        ld->want = 0;
-    }
-}
-
-
-static void
-ngx_http_quota_limits_notify(const char *channel)
-{
-    ngx_http_quota_limits_loader_t  *ld;
-
-    ld = &ngx_http_quota_limits_loader;
-
-    if (ngx_strcmp(channel, "quota_limits") != 0) {
-        return;
-    }
-
-    ld->want = 1;
-
-    if (ngx_http_quota_pg_idle() == NGX_OK) {
-        ngx_http_quota_limits_idle();
-    }
-}
-
-
-static void
-ngx_http_quota_limits_listened(ngx_http_quota_pg_query_t *q, PGresult *res)
-{
-    ngx_http_quota_limits_loader_t  *ld;
-
-    ld = &ngx_http_quota_limits_loader;
-
-    if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
-        ld->listening = 1;
-
-        /* changes made while nobody listened are picked up now */
-        ld->want = 1;
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, ld->log, 0,
-                  "quota: LISTEN quota_limits failed%s%s",
-                  res ? ": " : "", res ? PQresultErrorMessage(res) : "");
-}
-
-
-static void
-ngx_http_quota_limits_loaded(ngx_http_quota_pg_query_t *q, PGresult *res)
-{
-    ngx_http_quota_limits_loader_t  *ld;
-
-    ld = &ngx_http_quota_limits_loader;
-
-    if (res == NULL) {
-        /* the connection is gone: LISTEN again once it is back */
-        ld->listening = 0;
-        ld->want = 1;
-        return;
-    }
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_log_error(NGX_LOG_ERR, ld->log, 0,
-                      "quota: loading quota.cost_quotas failed, keeping the "
-                      "limits loaded before: %s", PQresultErrorMessage(res));
-        return;
-    }
-
-    ngx_http_quota_limits_replace(ngx_http_quota_limits_shm->data, res);
-}
-
-
-static void
-ngx_http_quota_limits_refresh_handler(ngx_event_t *ev)
-{
-    ngx_http_quota_limits_loader_t  *ld;
-
-    ld = &ngx_http_quota_limits_loader;
-
-    ld->want = 1;
-
-    if (ngx_http_quota_pg_idle() == NGX_OK) {
-        ngx_http_quota_limits_idle();
-    }
-
-    ngx_add_timer(&ld->refresh, ld->conf->pg_refresh);
-}
-
-
-static void
-ngx_http_quota_limits_replace(ngx_http_quota_limits_ctx_t *ctx,
-    PGresult *res)
-{
-    int                           i, rows;
-    char                         *scope, *id, *meter, *period, *end;
-    size_t                        len;
-    int64_t                       limit;
-    ngx_uint_t                    loaded, level;
-    ngx_rbtree_node_t            *node;
-    ngx_http_quota_limit_node_t  *ln;
-
-    rows = PQntuples(res);
-    loaded = 0;
+    ctx = zone->data;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    while (ctx->sh->rbtree.root != ctx->sh->rbtree.sentinel) {
-        node = ngx_rbtree_min(ctx->sh->rbtree.root, ctx->sh->rbtree.sentinel);
-        ngx_rbtree_delete(&ctx->sh->rbtree, node);
-        ngx_slab_free_locked(ctx->shpool, node);
+    if (ctx->sh->building && ctx->sh->build_id == id) {
+        ngx_slab_free_locked(ctx->shpool, ctx->sh->building);
+        ctx->sh->building = NULL;
     }
-
-    for (i = 0; i < rows; i++) {
-        scope = PQgetvalue(res, i, 0);
-        id = PQgetvalue(res, i, 1);
-        meter = PQgetvalue(res, i, 2);
-        period = PQgetvalue(res, i, 3);
-        limit = strtoll(PQgetvalue(res, i, 4), &end, 10);
-
-        if (quota_period_parse(period, ngx_strlen(period)) < 0
-            || *end != '\0' || limit < 0)
-        {
-            continue;
-        }
-
-        len = ngx_strlen(meter) + ngx_strlen(scope) + ngx_strlen(period)
-              + ngx_strlen(id) + 3;
-
-        ln = ngx_slab_alloc_locked(ctx->shpool,
-                                   offsetof(ngx_http_quota_limit_node_t, data)
-                                   + len);
-        if (ln == NULL) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                          "quota: limits zone is full after %ui rows of %d",
-                          loaded, rows);
-            break;
-        }
-
-        ln->sn.str.data = ln->data;
-        ln->sn.str.len = ngx_sprintf(ln->data, "%s:%s:%s:%s", meter, scope,
-                                     period, id)
-                         - ln->data;
-        ln->sn.node.key = ngx_crc32_long(ln->sn.str.data, ln->sn.str.len);
-        ln->limit = limit;
-        ln->enabled = PQgetvalue(res, i, 5)[0] == 't';
-
-        ngx_rbtree_insert(&ctx->sh->rbtree, &ln->sn.node);
-        loaded++;
-    }
-
-    level = ctx->sh->count == loaded ? NGX_LOG_DEBUG : NGX_LOG_INFO;
-    ctx->sh->count = loaded;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
 
-    ngx_log_error(level, ngx_cycle->log, 0,
-                  "quota: loaded %ui limits from quota.cost_quotas", loaded);
+
+void
+ngx_http_quota_limits_lock(ngx_shm_zone_t *zone)
+{
+    ngx_http_quota_limits_ctx_t  *ctx = zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_http_quota_limits_unlock(ngx_shm_zone_t *zone)
+{
+    ngx_http_quota_limits_ctx_t  *ctx = zone->data;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_http_quota_limits_set_t *
+ngx_http_quota_limits_active(ngx_shm_zone_t *zone)
+{
+    ngx_http_quota_limits_ctx_t  *ctx = zone->data;
+
+    return ctx->sh->active;
+}
+
+
+ngx_http_quota_limits_set_t *
+ngx_http_quota_limits_building(ngx_shm_zone_t *zone, ngx_uint_t id)
+{
+    ngx_http_quota_limits_ctx_t  *ctx = zone->data;
+
+    return ctx->sh->build_id == id ? ctx->sh->building : NULL;
+}
+
+
+ngx_int_t
+ngx_http_quota_limits_put(ngx_http_quota_limits_set_t *set, u_char *key,
+    size_t len, int64_t limit, ngx_uint_t enabled)
+{
+    size_t                         size;
+    uint32_t                       hash, *bucket;
+    ngx_http_quota_limit_entry_t  *e;
+
+    if (len > 0xffff) {
+        return NGX_ERROR;
+    }
+
+    hash = ngx_crc32_long(key, len);
+
+    e = ngx_http_quota_limits_find(set, key, len, hash);
+
+    if (e == NULL) {
+        size = ngx_http_quota_limit_entry_size(len);
+
+        if (set->used + size > set->size) {
+            return NGX_DECLINED;
+        }
+
+        e = ngx_http_quota_limit_entry(set, set->used);
+        bucket = &set->buckets[hash & set->mask];
+
+        e->hash = hash;
+        e->next = *bucket;
+        e->len = (uint16_t) len;
+        e->flags = NGX_HTTP_QUOTA_LIMIT_DELETED;
+        ngx_memcpy(e->key, key, len);
+
+        *bucket = (uint32_t) set->used;
+        set->used += size;
+    }
+
+    if (e->flags & NGX_HTTP_QUOTA_LIMIT_DELETED) {
+        set->rows++;
+    }
+
+    e->limit = limit;
+    e->flags = enabled ? NGX_HTTP_QUOTA_LIMIT_ENABLED : 0;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_quota_limits_delete(ngx_http_quota_limits_set_t *set, u_char *key,
+    size_t len)
+{
+    ngx_http_quota_limit_entry_t  *e;
+
+    e = ngx_http_quota_limits_find(set, key, len, ngx_crc32_long(key, len));
+
+    if (e && !(e->flags & NGX_HTTP_QUOTA_LIMIT_DELETED)) {
+        e->flags = NGX_HTTP_QUOTA_LIMIT_DELETED;
+        set->rows--;
+    }
+}
+
+
+ngx_uint_t
+ngx_http_quota_limits_rows(ngx_http_quota_limits_set_t *set)
+{
+    return set ? set->rows : 0;
+}
+
+
+static ngx_http_quota_limit_entry_t *
+ngx_http_quota_limits_find(ngx_http_quota_limits_set_t *set, u_char *key,
+    size_t len, uint32_t hash)
+{
+    uint32_t                       off;
+    ngx_http_quota_limit_entry_t  *e;
+
+    for (off = set->buckets[hash & set->mask]; off; off = e->next) {
+        e = ngx_http_quota_limit_entry(set, off);
+
+        if (e->hash == hash && e->len == len
+            && ngx_memcmp(e->key, key, len) == 0)
+        {
+            return e;
+        }
+    }
+
+    return NULL;
 }

@@ -104,3 +104,14 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
                       "counters", total, rows);
     }
 }
+
+
+void
+ngx_http_quota_owed_written(void *data, PGresult *res)
+{
+    ngx_http_quota_main_conf_t  *qmcf = data;
+
+    if (qmcf->redis_store && PQntuples(res)) {
+        ngx_http_quota_owed_apply(qmcf->redis_store, res, ngx_cycle->log);
+    }
+}

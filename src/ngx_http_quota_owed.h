@@ -35,5 +35,8 @@ ngx_int_t ngx_http_quota_owed_incr(PGresult *res, int row, int col,
 void ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
     ngx_log_t *log);
 
+/* the ledger's hook for each batch written; data is the main conf */
+void ngx_http_quota_owed_written(void *data, PGresult *res);
+
 
 #endif /* _NGX_HTTP_QUOTA_OWED_H_INCLUDED_ */

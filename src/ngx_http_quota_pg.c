@@ -1,9 +1,11 @@
 /*
- * The worker's PostgreSQL connection.  libpq runs in non-blocking mode:
+ * A PostgreSQL connection.  libpq runs in non-blocking mode:
  * PQconnectStart/PQconnectPoll to connect, PQsendQueryParams and PQflush
  * to send, PQconsumeInput/PQisBusy/PQgetResult to read, with the socket
  * from PQsocket wrapped in an nginx connection.  libpq owns the socket
  * and closes it itself; the nginx connection is released, never closed.
+ * Every failure goes to the connection lifecycle (ngx_http_quota_conn.h),
+ * which logs it once per burst and tries again after a backoff.
  */
 
 
@@ -11,145 +13,178 @@
 
 
 #define NGX_HTTP_QUOTA_PG_CONNECT_TIMEOUT  5000
+#define NGX_HTTP_QUOTA_PG_BACKOFF_MIN      100
 #define NGX_HTTP_QUOTA_PG_BACKOFF_MAX      2000
 #define NGX_HTTP_QUOTA_PG_MAX_IDLE         4
 
 
 typedef struct {
-    PGconn                       *conn;
-    ngx_connection_t             *c;
-    ngx_str_t                    *conninfo;
-    ngx_log_t                    *log;
-
-    ngx_http_quota_pg_query_t    *query;         /* in flight */
-    PGresult                     *result;
-
-    ngx_uint_t                    failures;
-    ngx_event_t                   reconnect;
-    ngx_event_t                   timer;          /* connect or query */
-
-    ngx_http_quota_pg_idle_pt     idle[NGX_HTTP_QUOTA_PG_MAX_IDLE];
-    ngx_uint_t                    nidle;
-    ngx_http_quota_pg_notify_pt   notify;
-
-    unsigned                      connected:1;
-    unsigned                      flushing:1;
-    unsigned                      exiting:1;
-    unsigned                      in_idle:1;
-} ngx_http_quota_pg_t;
+    ngx_http_quota_pg_idle_pt     handler;
+    void                         *data;
+} ngx_http_quota_pg_idle_t;
 
 
-static void ngx_http_quota_pg_connect(void);
-static void ngx_http_quota_pg_poll(void);
-static ngx_int_t ngx_http_quota_pg_attach(void);
-static void ngx_http_quota_pg_detach(void);
-static void ngx_http_quota_pg_close(ngx_uint_t retry);
-static void ngx_http_quota_pg_want_write(ngx_uint_t on);
+struct ngx_http_quota_pg_s {
+    PGconn                         *conn;
+    ngx_connection_t               *c;
+    ngx_str_t                      *conninfo;
+    ngx_log_t                      *log;
+
+    ngx_http_quota_conn_t           cn;
+
+    ngx_http_quota_pg_query_t      *query;       /* in flight */
+    PGresult                       *result;
+
+    ngx_event_t                     timer;       /* connect or query */
+
+    ngx_http_quota_pg_idle_t        idle[NGX_HTTP_QUOTA_PG_MAX_IDLE];
+    ngx_uint_t                      nidle;
+
+    ngx_http_quota_pg_connect_pt    on_connect;
+    void                           *connect_data;
+    ngx_http_quota_pg_notify_pt     notify;
+    void                           *notify_data;
+
+    unsigned                        connected:1;
+    unsigned                        flushing:1;
+    unsigned                        in_idle:1;
+};
+
+
+static void ngx_http_quota_pg_connect(void *data);
+static void ngx_http_quota_pg_poll(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_fail(ngx_http_quota_pg_t *pg, const char *what);
+static void ngx_http_quota_pg_oneline(u_char *p, u_char *last);
+static void ngx_http_quota_pg_notice(void *arg, const char *message);
+static ngx_int_t ngx_http_quota_pg_attach(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_detach(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_close(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_want_write(ngx_http_quota_pg_t *pg,
+    ngx_uint_t on);
 static void ngx_http_quota_pg_read_handler(ngx_event_t *ev);
 static void ngx_http_quota_pg_write_handler(ngx_event_t *ev);
-static void ngx_http_quota_pg_flush(void);
-static void ngx_http_quota_pg_results(void);
-static void ngx_http_quota_pg_run_idle(void);
+static void ngx_http_quota_pg_flush(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_results(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_notifies(ngx_http_quota_pg_t *pg);
+static void ngx_http_quota_pg_run_idle(ngx_http_quota_pg_t *pg);
 static void ngx_http_quota_pg_timer_handler(ngx_event_t *ev);
-static void ngx_http_quota_pg_reconnect_handler(ngx_event_t *ev);
 
 
-static ngx_http_quota_pg_t  ngx_http_quota_pg;
+void
+ngx_http_quota_pg_query_init(ngx_http_quota_pg_query_t *q, const char *sql,
+    int nparams, ngx_msec_t timeout, ngx_http_quota_pg_done_pt done,
+    void *data)
+{
+    ngx_memzero(q, sizeof(ngx_http_quota_pg_query_t));
+
+    q->sql = sql;
+    q->nparams = nparams;
+    q->timeout = timeout;
+    q->done = done;
+    q->data = data;
+}
 
 
-ngx_int_t
-ngx_http_quota_pg_init_process(ngx_cycle_t *cycle, ngx_str_t *conninfo)
+ngx_http_quota_pg_t *
+ngx_http_quota_pg_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
+    const char *name)
 {
     ngx_http_quota_pg_t  *pg;
 
-    pg = &ngx_http_quota_pg;
+    pg = ngx_calloc(sizeof(ngx_http_quota_pg_t), cycle->log);
+    if (pg == NULL) {
+        return NULL;
+    }
 
     pg->conninfo = conninfo;
     pg->log = cycle->log;
 
-    ngx_http_quota_timer_init(&pg->reconnect,
-                              ngx_http_quota_pg_reconnect_handler,
+    ngx_http_quota_conn_init(&pg->cn, name, cycle->log,
+                             ngx_http_quota_pg_connect, pg,
+                             NGX_HTTP_QUOTA_PG_BACKOFF_MIN,
+                             NGX_HTTP_QUOTA_PG_BACKOFF_MAX);
+
+    ngx_http_quota_timer_init(&pg->timer, ngx_http_quota_pg_timer_handler,
                               cycle->log);
 
-    ngx_http_quota_timer_init(&pg->timer,
-                              ngx_http_quota_pg_timer_handler,
-                              cycle->log);
-
-    ngx_http_quota_pg_connect();
-
-    return NGX_OK;
+    return pg;
 }
 
 
 void
-ngx_http_quota_pg_exit_process(ngx_cycle_t *cycle)
+ngx_http_quota_pg_start(ngx_http_quota_pg_t *pg)
 {
-    ngx_http_quota_pg_t  *pg;
+    ngx_http_quota_pg_connect(pg);
+}
 
-    pg = &ngx_http_quota_pg;
 
-    if (pg->conninfo == NULL) {
+void
+ngx_http_quota_pg_destroy(ngx_http_quota_pg_t *pg)
+{
+    if (pg == NULL) {
         return;
     }
 
-    pg->exiting = 1;
+    ngx_http_quota_conn_exit(&pg->cn);
+    ngx_http_quota_pg_close(pg);
 
-    if (pg->reconnect.timer_set) {
-        ngx_del_timer(&pg->reconnect);
-    }
-
-    ngx_http_quota_pg_close(0);
-
-    pg->conninfo = NULL;
+    ngx_free(pg);
 }
 
 
 ngx_int_t
-ngx_http_quota_pg_on_idle(ngx_http_quota_pg_idle_pt handler)
+ngx_http_quota_pg_on_idle(ngx_http_quota_pg_t *pg,
+    ngx_http_quota_pg_idle_pt handler, void *data)
 {
-    ngx_http_quota_pg_t  *pg;
-
-    pg = &ngx_http_quota_pg;
-
     if (pg->nidle == NGX_HTTP_QUOTA_PG_MAX_IDLE) {
+        ngx_log_error(NGX_LOG_ALERT, pg->log, 0,
+                      "quota: %s: too many idle handlers", pg->cn.name);
         return NGX_ERROR;
     }
 
-    pg->idle[pg->nidle++] = handler;
+    pg->idle[pg->nidle].handler = handler;
+    pg->idle[pg->nidle].data = data;
+    pg->nidle++;
 
     return NGX_OK;
 }
 
 
 void
-ngx_http_quota_pg_on_notify(ngx_http_quota_pg_notify_pt handler)
+ngx_http_quota_pg_on_connect(ngx_http_quota_pg_t *pg,
+    ngx_http_quota_pg_connect_pt handler, void *data)
 {
-    ngx_http_quota_pg.notify = handler;
+    pg->on_connect = handler;
+    pg->connect_data = data;
+}
+
+
+void
+ngx_http_quota_pg_on_notify(ngx_http_quota_pg_t *pg,
+    ngx_http_quota_pg_notify_pt handler, void *data)
+{
+    pg->notify = handler;
+    pg->notify_data = data;
 }
 
 
 ngx_int_t
-ngx_http_quota_pg_connected(void)
+ngx_http_quota_pg_connected(ngx_http_quota_pg_t *pg)
 {
-    return ngx_http_quota_pg.connected ? NGX_OK : NGX_DECLINED;
+    return pg->connected ? NGX_OK : NGX_DECLINED;
 }
 
 
 ngx_int_t
-ngx_http_quota_pg_idle(void)
+ngx_http_quota_pg_idle(ngx_http_quota_pg_t *pg)
 {
-    return ngx_http_quota_pg.connected && ngx_http_quota_pg.query == NULL
-           ? NGX_OK : NGX_DECLINED;
+    return pg->connected && pg->query == NULL ? NGX_OK : NGX_DECLINED;
 }
 
 
 ngx_int_t
-ngx_http_quota_pg_send(ngx_http_quota_pg_query_t *q)
+ngx_http_quota_pg_send(ngx_http_quota_pg_t *pg, ngx_http_quota_pg_query_t *q)
 {
-    ngx_http_quota_pg_t  *pg;
-
-    pg = &ngx_http_quota_pg;
-
     if (!pg->connected || pg->query != NULL) {
         return NGX_DECLINED;
     }
@@ -157,10 +192,7 @@ ngx_http_quota_pg_send(ngx_http_quota_pg_query_t *q)
     if (!PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params,
                            NULL, NULL, 0))
     {
-        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                      "quota: postgres query not sent: %s",
-                      PQerrorMessage(pg->conn));
-        ngx_http_quota_pg_close(1);
+        ngx_http_quota_pg_fail(pg, "query not sent");
         return NGX_DECLINED;
     }
 
@@ -170,57 +202,52 @@ ngx_http_quota_pg_send(ngx_http_quota_pg_query_t *q)
         ngx_add_timer(&pg->timer, q->timeout);
     }
 
-    ngx_http_quota_pg_flush();
+    ngx_http_quota_pg_flush(pg);
 
     return NGX_OK;
 }
 
 
 static void
-ngx_http_quota_pg_connect(void)
+ngx_http_quota_pg_connect(void *data)
 {
-    ngx_http_quota_pg_t  *pg;
+    ngx_http_quota_pg_t  *pg = data;
 
-    pg = &ngx_http_quota_pg;
+    if (pg->conn) {
+        return;
+    }
 
     pg->conn = PQconnectStart((char *) pg->conninfo->data);
 
     if (pg->conn == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, pg->log, 0,
-                      "quota: could not allocate a postgres connection");
-        ngx_http_quota_pg_close(1);
+        ngx_http_quota_conn_failed(&pg->cn, "no memory for a connection");
         return;
     }
 
     if (PQstatus(pg->conn) == CONNECTION_BAD
         || PQsetnonblocking(pg->conn, 1) != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                      "quota: postgres connect failed: %s",
-                      PQerrorMessage(pg->conn));
-        ngx_http_quota_pg_close(1);
+        ngx_http_quota_pg_fail(pg, "connect failed");
         return;
     }
 
-    if (ngx_http_quota_pg_attach() != NGX_OK) {
-        ngx_http_quota_pg_close(1);
+    (void) PQsetNoticeProcessor(pg->conn, ngx_http_quota_pg_notice, pg);
+
+    if (ngx_http_quota_pg_attach(pg) != NGX_OK) {
+        ngx_http_quota_pg_fail(pg, "no nginx connection for the socket");
         return;
     }
 
     ngx_add_timer(&pg->timer, NGX_HTTP_QUOTA_PG_CONNECT_TIMEOUT);
 
-    ngx_http_quota_pg_poll();
+    ngx_http_quota_pg_poll(pg);
 }
 
 
 static void
-ngx_http_quota_pg_poll(void)
+ngx_http_quota_pg_poll(ngx_http_quota_pg_t *pg)
 {
-    ngx_uint_t                  level;
-    ngx_http_quota_pg_t        *pg;
-    PostgresPollingStatusType   status;
-
-    pg = &ngx_http_quota_pg;
+    PostgresPollingStatusType  status;
 
     status = PQconnectPoll(pg->conn);
 
@@ -232,25 +259,23 @@ ngx_http_quota_pg_poll(void)
         /* libpq may have moved to another socket (another host, no SSL) */
 
         if (PQsocket(pg->conn) != pg->c->fd) {
-            ngx_http_quota_pg_detach();
+            ngx_http_quota_pg_detach(pg);
 
-            if (ngx_http_quota_pg_attach() != NGX_OK) {
-                ngx_http_quota_pg_close(1);
+            if (ngx_http_quota_pg_attach(pg) != NGX_OK) {
+                ngx_http_quota_pg_fail(pg, "connect failed");
                 return;
             }
         }
 
-        ngx_http_quota_pg_want_write(status == PGRES_POLLING_WRITING);
+        ngx_http_quota_pg_want_write(pg, status == PGRES_POLLING_WRITING);
         return;
 
     case PGRES_POLLING_OK:
         break;
 
     default:
-        level = pg->failures ? NGX_LOG_INFO : NGX_LOG_ERR;
-        ngx_log_error(level, pg->log, 0, "quota: postgres connect failed: %s",
-                      PQerrorMessage(pg->conn));
-        ngx_http_quota_pg_close(1);
+        /* refused, authentication, no such database: all back off */
+        ngx_http_quota_pg_fail(pg, "connect failed");
         return;
     }
 
@@ -258,80 +283,139 @@ ngx_http_quota_pg_poll(void)
         ngx_del_timer(&pg->timer);
     }
 
-    ngx_http_quota_pg_want_write(0);
-
-    level = pg->failures ? NGX_LOG_NOTICE : NGX_LOG_INFO;
-    ngx_log_error(level, pg->log, 0, "quota: connected to postgres");
+    ngx_http_quota_pg_want_write(pg, 0);
 
     pg->connected = 1;
-    pg->failures = 0;
 
-    ngx_http_quota_pg_run_idle();
+    ngx_http_quota_conn_ready(&pg->cn);
+
+    if (pg->on_connect) {
+        pg->on_connect(pg, pg->connect_data);
+    }
+
+    ngx_http_quota_pg_run_idle(pg);
+}
+
+
+/*
+ * the connection is of no more use: the reason goes to the lifecycle,
+ * once per burst, before libpq's message is freed with the connection
+ */
+
+static void
+ngx_http_quota_pg_fail(ngx_http_quota_pg_t *pg, const char *what)
+{
+    u_char  *p, *last;
+    u_char   msg[NGX_MAX_ERROR_STR / 2];
+
+    p = msg;
+
+    if (pg->conn) {
+        p = ngx_cpystrn(msg, (u_char *) PQerrorMessage(pg->conn),
+                        sizeof(msg));
+    }
+
+    ngx_http_quota_pg_oneline(msg, p);
+
+    for (last = p; last > msg && last[-1] == ' '; last--) { /* void */ }
+
+    ngx_http_quota_conn_failed(&pg->cn, "%s%s%*s", what,
+                               last > msg ? ": " : "", last - msg, msg);
+
+    ngx_http_quota_pg_close(pg);
+}
+
+
+/* libpq's messages span lines; the error log keeps one line per event */
+
+static void
+ngx_http_quota_pg_oneline(u_char *p, u_char *last)
+{
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '\n' || *p == '\t') {
+            *p = ' ';
+        }
+    }
+}
+
+
+/* what PostgreSQL says besides results (FATAL at shutdown, NOTICE) */
+
+static void
+ngx_http_quota_pg_notice(void *arg, const char *message)
+{
+    u_char               *p;
+    ngx_http_quota_pg_t  *pg = arg;
+    u_char                msg[NGX_MAX_ERROR_STR / 2];
+
+    p = ngx_cpystrn(msg, (u_char *) message, sizeof(msg));
+
+    ngx_http_quota_pg_oneline(msg, p);
+
+    ngx_log_error(NGX_LOG_INFO, pg->log, 0, "quota: %s: %*s", pg->cn.name,
+                  p - msg, msg);
 }
 
 
 static void
 ngx_http_quota_pg_read_handler(ngx_event_t *ev)
 {
-    PGnotify             *n;
+    ngx_connection_t     *c;
     ngx_http_quota_pg_t  *pg;
 
-    pg = &ngx_http_quota_pg;
+    c = ev->data;
+    pg = c->data;
 
     if (!pg->connected) {
-        ngx_http_quota_pg_poll();
+        ngx_http_quota_pg_poll(pg);
         return;
     }
 
     if (!PQconsumeInput(pg->conn)) {
-        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                      "quota: postgres connection lost: %s",
-                      PQerrorMessage(pg->conn));
-        ngx_http_quota_pg_close(1);
+        ngx_http_quota_pg_fail(pg, "connection lost");
         return;
     }
 
-    while ((n = PQnotifies(pg->conn)) != NULL) {
-        if (pg->notify) {
-            pg->notify(n->relname);
-        }
-
-        PQfreemem(n);
-
-        if (pg->conn == NULL) {
-            return;
-        }
-    }
-
     if (pg->flushing) {
-        ngx_http_quota_pg_flush();
+        ngx_http_quota_pg_flush(pg);
 
         if (pg->conn == NULL) {
             return;
         }
     }
 
-    ngx_http_quota_pg_results();
+    /*
+     * results before notifications: PostgreSQL sends what was committed
+     * while a query ran after that query's rows, and they are newer
+     */
+
+    ngx_http_quota_pg_results(pg);
+
+    if (pg->conn) {
+        ngx_http_quota_pg_notifies(pg);
+    }
 }
 
 
 static void
 ngx_http_quota_pg_write_handler(ngx_event_t *ev)
 {
+    ngx_connection_t     *c;
     ngx_http_quota_pg_t  *pg;
 
-    pg = &ngx_http_quota_pg;
+    c = ev->data;
+    pg = c->data;
 
     if (!pg->connected) {
-        ngx_http_quota_pg_poll();
+        ngx_http_quota_pg_poll(pg);
         return;
     }
 
     if (pg->flushing) {
-        ngx_http_quota_pg_flush();
+        ngx_http_quota_pg_flush(pg);
 
     } else {
-        ngx_http_quota_pg_want_write(0);
+        ngx_http_quota_pg_want_write(pg, 0);
     }
 }
 
@@ -339,42 +423,32 @@ ngx_http_quota_pg_write_handler(ngx_event_t *ev)
 /* a large batch may not fit the socket buffer: libpq sends the rest */
 
 static void
-ngx_http_quota_pg_flush(void)
+ngx_http_quota_pg_flush(ngx_http_quota_pg_t *pg)
 {
-    ngx_http_quota_pg_t  *pg;
-
-    pg = &ngx_http_quota_pg;
-
     switch (PQflush(pg->conn)) {
 
     case 0:
         pg->flushing = 0;
-        ngx_http_quota_pg_want_write(0);
+        ngx_http_quota_pg_want_write(pg, 0);
         return;
 
     case 1:
         pg->flushing = 1;
-        ngx_http_quota_pg_want_write(1);
+        ngx_http_quota_pg_want_write(pg, 1);
         return;
 
     default:
-        ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                      "quota: postgres write failed: %s",
-                      PQerrorMessage(pg->conn));
-        ngx_http_quota_pg_close(1);
+        ngx_http_quota_pg_fail(pg, "write failed");
         return;
     }
 }
 
 
 static void
-ngx_http_quota_pg_results(void)
+ngx_http_quota_pg_results(ngx_http_quota_pg_t *pg)
 {
     PGresult                   *res;
-    ngx_http_quota_pg_t        *pg;
     ngx_http_quota_pg_query_t  *q;
-
-    pg = &ngx_http_quota_pg;
 
     while (pg->query && !PQisBusy(pg->conn)) {
 
@@ -406,19 +480,36 @@ ngx_http_quota_pg_results(void)
             PQclear(res);
         }
 
-        ngx_http_quota_pg_run_idle();
+        ngx_http_quota_pg_run_idle(pg);
         return;
     }
 }
 
 
 static void
-ngx_http_quota_pg_run_idle(void)
+ngx_http_quota_pg_notifies(ngx_http_quota_pg_t *pg)
 {
-    ngx_uint_t            i;
-    ngx_http_quota_pg_t  *pg;
+    PGnotify  *n;
 
-    pg = &ngx_http_quota_pg;
+    while ((n = PQnotifies(pg->conn)) != NULL) {
+        if (pg->notify) {
+            pg->notify(pg, pg->notify_data, n->relname,
+                       n->extra ? n->extra : "");
+        }
+
+        PQfreemem(n);
+
+        if (pg->conn == NULL) {
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_quota_pg_run_idle(ngx_http_quota_pg_t *pg)
+{
+    ngx_uint_t  i;
 
     if (pg->in_idle) {
         return;
@@ -426,8 +517,8 @@ ngx_http_quota_pg_run_idle(void)
 
     pg->in_idle = 1;
 
-    for (i = 0; i < pg->nidle && ngx_http_quota_pg_idle() == NGX_OK; i++) {
-        pg->idle[i]();
+    for (i = 0; i < pg->nidle && ngx_http_quota_pg_idle(pg) == NGX_OK; i++) {
+        pg->idle[i].handler(pg, pg->idle[i].data);
     }
 
     pg->in_idle = 0;
@@ -439,33 +530,20 @@ ngx_http_quota_pg_timer_handler(ngx_event_t *ev)
 {
     ngx_http_quota_pg_t  *pg;
 
-    pg = &ngx_http_quota_pg;
+    /* ev->data stays the timer ident: the event is found by its place */
+    pg = (ngx_http_quota_pg_t *)
+             ((u_char *) ev - offsetof(ngx_http_quota_pg_t, timer));
 
-    ngx_log_error(NGX_LOG_ERR, pg->log, 0,
-                  "quota: postgres %s timed out",
-                  pg->connected ? "query" : "connect");
-
-    ngx_http_quota_pg_close(1);
-}
-
-
-static void
-ngx_http_quota_pg_reconnect_handler(ngx_event_t *ev)
-{
-    if (ngx_http_quota_pg.conn == NULL && !ngx_http_quota_pg.exiting) {
-        ngx_http_quota_pg_connect();
-    }
+    ngx_http_quota_pg_fail(pg, pg->connected ? "query timed out"
+                                             : "connect timed out");
 }
 
 
 static ngx_int_t
-ngx_http_quota_pg_attach(void)
+ngx_http_quota_pg_attach(ngx_http_quota_pg_t *pg)
 {
-    ngx_socket_t          fd;
-    ngx_connection_t     *c;
-    ngx_http_quota_pg_t  *pg;
-
-    pg = &ngx_http_quota_pg;
+    ngx_socket_t       fd;
+    ngx_connection_t  *c;
 
     fd = PQsocket(pg->conn);
 
@@ -478,6 +556,7 @@ ngx_http_quota_pg_attach(void)
         return NGX_ERROR;
     }
 
+    c->data = pg;
     c->read->handler = ngx_http_quota_pg_read_handler;
     c->write->handler = ngx_http_quota_pg_write_handler;
     c->read->log = pg->log;
@@ -488,7 +567,7 @@ ngx_http_quota_pg_attach(void)
     /* level-triggered, as for Redis: reads are driven by libpq's buffer */
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
-        ngx_http_quota_pg_detach();
+        ngx_http_quota_pg_detach(pg);
         return NGX_ERROR;
     }
 
@@ -497,30 +576,24 @@ ngx_http_quota_pg_attach(void)
 
 
 static void
-ngx_http_quota_pg_detach(void)
+ngx_http_quota_pg_detach(ngx_http_quota_pg_t *pg)
 {
-    ngx_connection_t     *c;
-    ngx_http_quota_pg_t  *pg;
-
-    pg = &ngx_http_quota_pg;
-    c = pg->c;
-
-    if (c == NULL) {
+    if (pg->c == NULL) {
         return;
     }
 
-    ngx_http_quota_forget_connection(c);
+    ngx_http_quota_forget_connection(pg->c);
 
     pg->c = NULL;
 }
 
 
 static void
-ngx_http_quota_pg_want_write(ngx_uint_t on)
+ngx_http_quota_pg_want_write(ngx_http_quota_pg_t *pg, ngx_uint_t on)
 {
     ngx_connection_t  *c;
 
-    c = ngx_http_quota_pg.c;
+    c = pg->c;
 
     if (c == NULL) {
         return;
@@ -535,16 +608,14 @@ ngx_http_quota_pg_want_write(ngx_uint_t on)
 }
 
 
+/* the lifecycle has been told why, and has a retry set if one is due */
+
 static void
-ngx_http_quota_pg_close(ngx_uint_t retry)
+ngx_http_quota_pg_close(ngx_http_quota_pg_t *pg)
 {
-    ngx_msec_t                  delay;
-    ngx_http_quota_pg_t        *pg;
     ngx_http_quota_pg_query_t  *q;
 
-    pg = &ngx_http_quota_pg;
-
-    ngx_http_quota_pg_detach();
+    ngx_http_quota_pg_detach(pg);
 
     if (pg->conn) {
         PQfinish(pg->conn);
@@ -569,15 +640,4 @@ ngx_http_quota_pg_close(ngx_uint_t retry)
     if (q) {
         q->done(q, NULL);
     }
-
-    if (!retry || pg->exiting) {
-        return;
-    }
-
-    delay = (ngx_msec_t) 100 << ngx_min(pg->failures, 5);
-    delay = ngx_min(delay, NGX_HTTP_QUOTA_PG_BACKOFF_MAX);
-
-    pg->failures++;
-
-    ngx_add_timer(&pg->reconnect, delay);
 }

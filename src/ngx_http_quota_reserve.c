@@ -21,6 +21,10 @@
 #include "ngx_http_quota_epoch.h"
 
 
+/* how long a request waits for its tag's counters to be restored */
+#define NGX_HTTP_QUOTA_RESTORE_WAIT  1000
+
+
 struct ngx_http_quota_txn_s {
     ngx_http_quota_redis_op_t    op;             /* first: op == txn */
     ngx_http_quota_ctx_t        *ctx;            /* NULL: orphaned */
@@ -82,16 +86,15 @@ ngx_http_quota_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->status = NGX_HTTP_QUOTA_STATUS_PENDING;
 
+    ctx->timer.handler = ngx_http_quota_reserve_timeout;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+
     rc = ngx_http_quota_reserve_send(ctx);
 
     if (rc != NGX_AGAIN) {
         return rc;
     }
-
-    ctx->timer.handler = ngx_http_quota_reserve_timeout;
-    ctx->timer.data = ctx;
-    ctx->timer.log = r->connection->log;
-    ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
 
     /* notice a client that goes away while the request waits */
 
@@ -167,6 +170,16 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
             return NGX_OK;
         }
 
+        /*
+         * a restore reads PostgreSQL, which may be slower than Redis is
+         * allowed to be: it has a bound of its own
+         */
+
+        qmcf = ngx_http_get_module_main_conf(ctx->request,
+                                             ngx_http_quota_module);
+
+        ngx_add_timer(&ctx->timer, ngx_max(qmcf->redis.timeout,
+                                           NGX_HTTP_QUOTA_RESTORE_WAIT));
         ctx->waiting = 1;
         return NGX_AGAIN;
     }
@@ -191,6 +204,8 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
 
     ctx->txn = txn;
     ctx->epoch = epoch;
+
+    ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
 
     return NGX_AGAIN;
 }

@@ -69,13 +69,12 @@ ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_http_quota_pg_t *pg,
 
     ngx_queue_init(&rs->waiting);
 
-    rs->query.sql = "SELECT period, window_start, window_end, "
-                    "resource_type, scope_path, spend_micros "
-                    "FROM quota.restore_windows($1, $2)";
-    rs->query.nparams = 2;
-    rs->query.timeout = NGX_HTTP_QUOTA_RESTORE_TIMEOUT;
-    rs->query.done = ngx_http_quota_restore_loaded;
-    rs->query.data = rs;
+    ngx_http_quota_pg_query_init(&rs->query,
+                                 "SELECT period, window_start, window_end, "
+                                 "resource_type, scope_path, spend_micros "
+                                 "FROM quota.restore_windows($1, $2)", 2,
+                                 NGX_HTTP_QUOTA_RESTORE_TIMEOUT,
+                                 ngx_http_quota_restore_loaded, rs);
 
     /* registered before the ledger's own: restores go first */
 

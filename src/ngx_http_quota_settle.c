@@ -368,5 +368,5 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         (void) quota_row_json(json, len, &row);
     }
 
-    ngx_http_quota_ledger_add((u_char *) json, len);
+    ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json, len);
 }

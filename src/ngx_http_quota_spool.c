@@ -24,41 +24,24 @@
 #define NGX_HTTP_QUOTA_SPOOL_REPORT  10
 
 
-typedef struct {
-    ngx_str_t                     dir;
-    ngx_log_t                    *log;
-
-    ngx_fd_t                      fd;         /* own file */
-    u_char                        name[NGX_MAX_PATH];
-
-    ngx_fd_t                      rfd;        /* file being replayed */
-    u_char                        rname[NGX_MAX_PATH];
-    off_t                         roff;       /* replayed up to */
-    off_t                         rnext;      /* after the rows handed out */
-
-    ngx_http_quota_buf_t          chunk;      /* read back from rfd */
-
-    ngx_uint_t                    unreported; /* rows spooled, not logged */
-    time_t                        reported;
-
-    unsigned                      scan:1;     /* files may be waiting */
-} ngx_http_quota_spool_t;
 
 
-static ngx_int_t ngx_http_quota_spool_claim(void);
-static void ngx_http_quota_spool_release(ngx_uint_t finished);
-static void ngx_http_quota_spool_report(ngx_uint_t now);
+static ngx_int_t ngx_http_quota_spool_claim(ngx_http_quota_spool_t *sp);
+static void ngx_http_quota_spool_release(ngx_http_quota_spool_t *sp,
+    ngx_uint_t finished);
+static void ngx_http_quota_spool_report(ngx_http_quota_spool_t *sp,
+    ngx_uint_t now);
+static void ngx_http_quota_spool_trouble(ngx_http_quota_spool_t *sp,
+    ngx_err_t err, ngx_http_quota_buf_t *records, const char *what);
+static ngx_int_t ngx_http_quota_spool_modes(u_char *path, ngx_uid_t uid,
+    ngx_gid_t gid, char *user);
 
 
-static ngx_http_quota_spool_t  ngx_http_quota_spool;
-
-
-ngx_int_t
-ngx_http_quota_spool_init(ngx_cycle_t *cycle, ngx_str_t *dir)
+void
+ngx_http_quota_spool_init(ngx_http_quota_spool_t *sp, ngx_cycle_t *cycle,
+    ngx_str_t *dir)
 {
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
+    ngx_memzero(sp, sizeof(ngx_http_quota_spool_t));
 
     sp->dir = *dir;
     sp->log = cycle->log;
@@ -69,20 +52,14 @@ ngx_http_quota_spool_init(ngx_cycle_t *cycle, ngx_str_t *dir)
     sp->scan = 1;
 
     ngx_snprintf(sp->name, NGX_MAX_PATH, "%V/quota-%P.spool%Z", dir, ngx_pid);
-
-    return NGX_OK;
 }
 
 
 void
-ngx_http_quota_spool_exit(void)
+ngx_http_quota_spool_exit(ngx_http_quota_spool_t *sp)
 {
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
-
-    ngx_http_quota_spool_release(0);
-    ngx_http_quota_spool_report(1);
+    ngx_http_quota_spool_release(sp, 0);
+    ngx_http_quota_spool_report(sp, 1);
 
     if (sp->fd != NGX_INVALID_FILE) {
 
@@ -101,17 +78,16 @@ ngx_http_quota_spool_exit(void)
 }
 
 
-void
-ngx_http_quota_spool_append(ngx_http_quota_buf_t *records)
+ngx_int_t
+ngx_http_quota_spool_append(ngx_http_quota_spool_t *sp,
+    ngx_http_quota_buf_t *records)
 {
-    off_t                    size;
-    ssize_t                  n;
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
+    off_t      size;
+    ssize_t    n;
+    ngx_err_t  err;
 
     if (records->len == 0) {
-        return;
+        return NGX_OK;
     }
 
     if (sp->fd == NGX_INVALID_FILE) {
@@ -119,10 +95,9 @@ ngx_http_quota_spool_append(ngx_http_quota_buf_t *records)
                                NGX_FILE_CREATE_OR_OPEN, 0600);
 
         if (sp->fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
-                          "quota: %ui ledger rows lost: cannot open spool "
-                          "\"%s\"", records->rows, sp->name);
-            goto done;
+            ngx_http_quota_spool_trouble(sp, ngx_errno, records,
+                                         "cannot open");
+            return NGX_ERROR;
         }
 
         if (flock(sp->fd, LOCK_EX|LOCK_NB) == -1) {
@@ -139,39 +114,73 @@ ngx_http_quota_spool_append(ngx_http_quota_buf_t *records)
     n = write(sp->fd, records->data, records->len);
 
     if (n != (ssize_t) records->len) {
-        ngx_log_error(NGX_LOG_ALERT, sp->log, n == -1 ? ngx_errno : 0,
-                      "quota: %ui ledger rows lost: spool write to \"%s\" "
-                      "failed", records->rows, sp->name);
+        err = (n == -1) ? ngx_errno : NGX_ENOSPC;
+
+        /* nothing torn may precede the records written after these */
 
         if (size >= 0 && ftruncate(sp->fd, size) == -1) {
             ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
                           "quota: ftruncate(\"%s\") failed", sp->name);
         }
 
-        goto done;
+        ngx_http_quota_spool_trouble(sp, err, records, "cannot write to");
+        return NGX_ERROR;
+    }
+
+    if (sp->trouble.active) {
+        n = ngx_http_quota_burst_end(&sp->trouble);
+
+        ngx_log_error(NGX_LOG_NOTICE, sp->log, 0,
+                      "quota: spool \"%s\" written again%s", sp->name,
+                      n ? " (some failures not logged)" : "");
     }
 
     sp->unreported += records->rows;
-    ngx_http_quota_spool_report(0);
+    ngx_http_quota_spool_report(sp, 0);
 
     sp->scan = 1;
 
-done:
-
     records->len = 0;
     records->rows = 0;
+
+    return NGX_OK;
+}
+
+
+/* the caller keeps the rows in memory and tries again later */
+
+static void
+ngx_http_quota_spool_trouble(ngx_http_quota_spool_t *sp, ngx_err_t err,
+    ngx_http_quota_buf_t *records, const char *what)
+{
+    ngx_uint_t  n;
+
+    n = ngx_http_quota_burst(&sp->trouble);
+
+    if (n == 0) {
+        return;
+    }
+
+    if (n == 1) {
+        ngx_log_error(NGX_LOG_ERR, sp->log, err,
+                      "quota: %s spool \"%s\": %ui ledger rows wait in "
+                      "memory, to be written later", what, sp->name,
+                      records->rows);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, sp->log, err,
+                  "quota: %s spool \"%s\": %ui ledger rows wait in memory, "
+                  "to be written later (%ui failures since the last line)",
+                  what, sp->name, records->rows, n);
 }
 
 
 /* one line per burst and then one every few seconds, not one per batch */
 
 static void
-ngx_http_quota_spool_report(ngx_uint_t now)
+ngx_http_quota_spool_report(ngx_http_quota_spool_t *sp, ngx_uint_t now)
 {
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
-
     if (sp->unreported == 0
         || (!now && ngx_time() < sp->reported + NGX_HTTP_QUOTA_SPOOL_REPORT))
     {
@@ -188,15 +197,13 @@ ngx_http_quota_spool_report(ngx_uint_t now)
 
 
 void
-ngx_http_quota_spool_set_aside(ngx_http_quota_buf_t *records)
+ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
+    ngx_http_quota_buf_t *records)
 {
-    size_t                   len, used, skip;
-    ngx_fd_t                 fd;
-    const u_char            *payload;
-    ngx_http_quota_spool_t  *sp;
-    u_char                   name[NGX_MAX_PATH];
-
-    sp = &ngx_http_quota_spool;
+    size_t         len, used, skip;
+    ngx_fd_t       fd;
+    const u_char  *payload;
+    u_char         name[NGX_MAX_PATH];
 
     ngx_snprintf(name, NGX_MAX_PATH, "%V/rejected-%P.jsonl%Z", &sp->dir,
                  ngx_pid);
@@ -227,31 +234,28 @@ ngx_http_quota_spool_set_aside(ngx_http_quota_buf_t *records)
 
 
 ngx_uint_t
-ngx_http_quota_spool_waiting(void)
+ngx_http_quota_spool_waiting(ngx_http_quota_spool_t *sp)
 {
-    return ngx_http_quota_spool.scan
-           || ngx_http_quota_spool.rfd != NGX_INVALID_FILE;
+    return sp->scan || sp->rfd != NGX_INVALID_FILE;
 }
 
 
 void
-ngx_http_quota_spool_rescan(void)
+ngx_http_quota_spool_rescan(ngx_http_quota_spool_t *sp)
 {
-    ngx_http_quota_spool.scan = 1;
+    sp->scan = 1;
 }
 
 
 ngx_int_t
-ngx_http_quota_spool_next(ngx_uint_t max, ngx_http_quota_buf_t *batch)
+ngx_http_quota_spool_next(ngx_http_quota_spool_t *sp, ngx_uint_t max,
+    ngx_http_quota_buf_t *batch)
 {
-    int                      rc;
-    u_char                  *start;
-    size_t                   len, used, skip;
-    ssize_t                  n;
-    const u_char            *payload;
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
+    int            rc;
+    u_char        *start;
+    size_t         len, used, skip;
+    ssize_t        n;
+    const u_char  *payload;
 
     if (ngx_http_quota_buf_reserve(&sp->chunk, NGX_HTTP_QUOTA_SPOOL_READ)
         != NGX_OK)
@@ -262,7 +266,7 @@ ngx_http_quota_spool_next(ngx_uint_t max, ngx_http_quota_buf_t *batch)
     for ( ;; ) {
 
         if (sp->rfd == NGX_INVALID_FILE
-            && ngx_http_quota_spool_claim() != NGX_OK)
+            && ngx_http_quota_spool_claim(sp) != NGX_OK)
         {
             sp->scan = 0;
             return NGX_DECLINED;
@@ -274,7 +278,7 @@ ngx_http_quota_spool_next(ngx_uint_t max, ngx_http_quota_buf_t *batch)
         if (n == -1) {
             ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
                           "quota: cannot read spool \"%s\"", sp->rname);
-            ngx_http_quota_spool_release(0);
+            ngx_http_quota_spool_release(sp, 0);
             continue;
         }
 
@@ -321,7 +325,7 @@ ngx_http_quota_spool_next(ngx_uint_t max, ngx_http_quota_buf_t *batch)
                 continue;
             }
 
-            ngx_http_quota_spool_release(1);
+            ngx_http_quota_spool_release(sp, 1);
             continue;
         }
 
@@ -335,24 +339,21 @@ ngx_http_quota_spool_next(ngx_uint_t max, ngx_http_quota_buf_t *batch)
 
 
 void
-ngx_http_quota_spool_replayed(void)
+ngx_http_quota_spool_replayed(ngx_http_quota_spool_t *sp)
 {
-    ngx_http_quota_spool.roff = ngx_http_quota_spool.rnext;
+    sp->roff = sp->rnext;
 }
 
 
 /* opens the next spool file to replay: our own, or one nobody holds */
 
 static ngx_int_t
-ngx_http_quota_spool_claim(void)
+ngx_http_quota_spool_claim(ngx_http_quota_spool_t *sp)
 {
-    DIR                     *dir;
-    size_t                   len;
-    ngx_fd_t                 fd;
-    struct dirent           *de;
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
+    DIR            *dir;
+    size_t          len;
+    ngx_fd_t        fd;
+    struct dirent  *de;
 
     if (sp->fd != NGX_INVALID_FILE && lseek(sp->fd, 0, SEEK_END) > 0) {
         ngx_cpystrn(sp->rname, sp->name, NGX_MAX_PATH);
@@ -367,8 +368,12 @@ ngx_http_quota_spool_claim(void)
     dir = opendir((char *) sp->dir.data);
 
     if (dir == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
-                      "quota: cannot open spool directory \"%V\"", &sp->dir);
+        if (ngx_http_quota_burst(&sp->unreadable)) {
+            ngx_log_error(NGX_LOG_ERR, sp->log, ngx_errno,
+                          "quota: cannot open spool directory \"%V\"",
+                          &sp->dir);
+        }
+
         return NGX_DECLINED;
     }
 
@@ -418,19 +423,15 @@ ngx_http_quota_spool_claim(void)
 /* done with the file being replayed: finished means every row is written */
 
 static void
-ngx_http_quota_spool_release(ngx_uint_t finished)
+ngx_http_quota_spool_release(ngx_http_quota_spool_t *sp, ngx_uint_t finished)
 {
-    ngx_http_quota_spool_t  *sp;
-
-    sp = &ngx_http_quota_spool;
-
     if (sp->rfd == NGX_INVALID_FILE) {
         return;
     }
 
     if (finished) {
         if (ngx_strcmp(sp->rname, sp->name) == 0) {
-            ngx_http_quota_spool_report(1);
+            ngx_http_quota_spool_report(sp, 1);
 
             /* our own file: empty it, unless rows came in meanwhile */
 
@@ -487,4 +488,126 @@ ngx_http_quota_buf_reserve(ngx_http_quota_buf_t *b, size_t len)
     b->size = size;
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether the workers can create files in dir.  A worker asks the kernel;
+ * a master running as root (nginx -t, start, reload) reads the modes of
+ * dir and of every folder above it for the user the workers will run as.
+ */
+
+ngx_int_t
+ngx_http_quota_spool_check(ngx_cycle_t *cycle, ngx_str_t *dir)
+{
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_err_t         err;
+    ngx_uint_t        level;
+    struct passwd    *pw;
+    ngx_core_conf_t  *ccf;
+    u_char            path[NGX_MAX_PATH];
+
+    if (dir->len >= NGX_MAX_PATH) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(path, dir->data, dir->len);
+    *p = '\0';
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (geteuid() == 0 && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
+        && ccf->user != 0)
+    {
+        rc = ngx_http_quota_spool_modes(path, ccf->user, ccf->group,
+                                        ccf->username);
+        err = NGX_EACCES;
+
+    } else {
+        rc = faccessat(AT_FDCWD, (char *) path, W_OK|X_OK, AT_EACCESS) == 0
+             ? NGX_OK : NGX_ERROR;
+        err = ngx_errno;
+    }
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    pw = getpwuid(geteuid() == 0 && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
+                  ? ccf->user : geteuid());
+
+    /* a worker keeps rows in memory; the master refuses the configuration */
+    level = (ngx_process == NGX_PROCESS_WORKER) ? NGX_LOG_ALERT
+                                                : NGX_LOG_EMERG;
+
+    ngx_log_error(level, cycle->log, err,
+                  "quota_postgres: spool directory \"%s\" is not writable "
+                  "by the worker user \"%s\": ledger rows could not wait "
+                  "there while PostgreSQL is away",
+                  path, pw ? pw->pw_name : "?");
+
+    return NGX_ERROR;
+}
+
+
+/* the permission bits as the kernel would apply them to uid */
+
+static ngx_int_t
+ngx_http_quota_spool_modes(u_char *path, ngx_uid_t uid, ngx_gid_t gid,
+    char *user)
+{
+    int          rc, i, ngroups;
+    u_char      *p, c;
+    mode_t       mode, want;
+    struct stat  st;
+    gid_t        groups[64];
+
+    ngroups = 64;
+
+    if (getgrouplist(user, gid, groups, &ngroups) == -1) {
+        groups[0] = gid;
+        ngroups = 1;
+    }
+
+    for (p = path + 1; /* void */; p++) {
+
+        if (*p != '/' && *p != '\0') {
+            continue;
+        }
+
+        c = *p;
+        *p = '\0';
+        rc = stat((char *) path, &st);
+        *p = c;
+
+        if (rc == -1 || !S_ISDIR(st.st_mode)) {
+            return NGX_ERROR;
+        }
+
+        /* every folder on the way is searched; the last one written to */
+        want = (c == '\0') ? 3 : 1;
+
+        if (st.st_uid == uid) {
+            mode = st.st_mode >> 6;
+
+        } else {
+            mode = st.st_mode;
+
+            for (i = 0; i < ngroups; i++) {
+                if (groups[i] == st.st_gid) {
+                    mode = st.st_mode >> 3;
+                    break;
+                }
+            }
+        }
+
+        if ((mode & want) != want) {
+            return NGX_ERROR;
+        }
+
+        if (c == '\0') {
+            return NGX_OK;
+        }
+    }
 }

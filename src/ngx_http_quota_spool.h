@@ -21,30 +21,64 @@ typedef struct {
 } ngx_http_quota_buf_t;
 
 
+/* a worker's spool: its own file, and the one it is replaying */
+typedef struct {
+    ngx_str_t                     dir;
+    ngx_log_t                    *log;
+
+    ngx_fd_t                      fd;         /* own file */
+    u_char                        name[NGX_MAX_PATH];
+
+    ngx_fd_t                      rfd;        /* file being replayed */
+    u_char                        rname[NGX_MAX_PATH];
+    off_t                         roff;       /* replayed up to */
+    off_t                         rnext;      /* after the rows handed out */
+
+    ngx_http_quota_buf_t          chunk;      /* read back from rfd */
+
+    ngx_uint_t                    unreported; /* rows spooled, not logged */
+    time_t                        reported;
+    ngx_http_quota_burst_t        trouble;    /* writes that failed */
+    ngx_http_quota_burst_t        unreadable; /* the directory */
+
+    unsigned                      scan:1;     /* files may be waiting */
+} ngx_http_quota_spool_t;
+
+
 ngx_int_t ngx_http_quota_buf_reserve(ngx_http_quota_buf_t *b, size_t len);
 
-ngx_int_t ngx_http_quota_spool_init(ngx_cycle_t *cycle, ngx_str_t *dir);
-void ngx_http_quota_spool_exit(void);
+/* whether the workers' user may create files in dir; logs why not */
+ngx_int_t ngx_http_quota_spool_check(ngx_cycle_t *cycle, ngx_str_t *dir);
 
-/* appends the records to this worker's spool, and empties records */
-void ngx_http_quota_spool_append(ngx_http_quota_buf_t *records);
+void ngx_http_quota_spool_init(ngx_http_quota_spool_t *sp, ngx_cycle_t *cycle,
+    ngx_str_t *dir);
+void ngx_http_quota_spool_exit(ngx_http_quota_spool_t *sp);
+
+/*
+ * appends the records to this worker's spool and empties records;
+ * NGX_ERROR: the spool cannot be written (logged once per burst), the
+ * records are left as they were
+ */
+ngx_int_t ngx_http_quota_spool_append(ngx_http_quota_spool_t *sp,
+    ngx_http_quota_buf_t *records);
 
 /* keeps rows PostgreSQL refuses, one JSON object a line, for support */
-void ngx_http_quota_spool_set_aside(ngx_http_quota_buf_t *records);
+void ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
+    ngx_http_quota_buf_t *records);
 
 /* whether spooled rows may be waiting to be replayed */
-ngx_uint_t ngx_http_quota_spool_waiting(void);
-void ngx_http_quota_spool_rescan(void);
+ngx_uint_t ngx_http_quota_spool_waiting(ngx_http_quota_spool_t *sp);
+void ngx_http_quota_spool_rescan(ngx_http_quota_spool_t *sp);
 
 /*
  * the next rows to replay, at most max: batch points into the spool's own
  * buffer until the next call.  NGX_DECLINED: nothing left to replay.
  */
-ngx_int_t ngx_http_quota_spool_next(ngx_uint_t max,
-    ngx_http_quota_buf_t *batch);
+ngx_int_t ngx_http_quota_spool_next(ngx_http_quota_spool_t *sp,
+    ngx_uint_t max, ngx_http_quota_buf_t *batch);
 
 /* the rows last given by next() are in PostgreSQL */
-void ngx_http_quota_spool_replayed(void);
+void ngx_http_quota_spool_replayed(ngx_http_quota_spool_t *sp);
 
 
 #endif /* _NGX_HTTP_QUOTA_SPOOL_H_INCLUDED_ */

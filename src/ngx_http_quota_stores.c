@@ -202,7 +202,7 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /*
  * quota_postgres "conninfo" [refresh=10s] [flush=1s] [batch=500]
- *                spool=DIR [zone=1m];
+ *                spool=DIR [zone=64m];
  */
 
 char *
@@ -246,7 +246,7 @@ ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     qmcf->pg_refresh = 10000;
     qmcf->pg_flush = 1000;
     qmcf->pg_batch = 500;
-    zone = 1024 * 1024;
+    zone = NGX_HTTP_QUOTA_LIMITS_ZONE;
 
     for (i = 2; i < cf->args->nelts; i++) {
 

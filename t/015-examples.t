@@ -13,6 +13,7 @@ ok(@examples > 0, 'there are examples');
 
 for my $example (@examples) {
     my $dir = File::Temp::tempdir(CLEANUP => 1);
+    chmod 0755, $dir;    # the workers' user must reach the spool in it
     mkdir "$dir/logs";
 
     open my $in, '<', $example or die "$example: $!";

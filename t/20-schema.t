@@ -383,7 +383,7 @@ subtest 'cost_quotas: checks, updated_at, log, the nginx query' => sub {
 
 subtest 'NOTIFY quota_limits after every change of cost_quotas' => sub {
     reset_data();
-    my $notified = qr/^Asynchronous notification "quota_limits" received from server process with PID \d+\.$/m;
+    my $notified = qr/^Asynchronous notification "quota_limits" (?:with payload "[^\n]*" )?received from server process with PID \d+\.$/m;
     my $count = sub { scalar(() = $_[0] =~ /$notified/g) };
     my ($rc, $out) = psql_script(<<'SQL');
 LISTEN quota_limits;
@@ -392,6 +392,7 @@ VALUES ('tenant', 'acme', 'llm', 'day', 50), ('tenant', 'beta', 'llm', 'day', 50
 SQL
     is($rc, 0, 'psql ran') or diag($out);
     is($count->($out), 1, 'INSERT of two rows: one notification (statement-level)') or diag($out);
+    unlike($out, qr/with payload/, 'naming no row: nginx reloads the table');
 
     ($rc, $out) = psql_script(<<'SQL');
 LISTEN quota_limits;
@@ -400,6 +401,8 @@ UPDATE quota.cost_quotas SET limit_usd = 80 WHERE scope_id = 'acme';
 SQL
     like($out, qr/UPDATE 1\n$notified/, 'UPDATE notifies (and a SELECT does not)') or diag($out);
     is($count->($out), 1, 'exactly once');
+    like($out, qr/with payload "\{"resource_type" : "llm", "scope" : "tenant", "period" : "day", "scope_id" : "acme", "limit_micros" : 80000000, "enabled" : true\}"/,
+         'naming the one row changed, as nginx loads it') or diag($out);
 
     ($rc, $out) = psql_script(<<'SQL');
 LISTEN quota_limits;
@@ -411,6 +414,8 @@ TRUNCATE quota.cost_quotas;
 SQL
     like($out, qr/DELETE 1\nbefore commit\nCOMMIT\n$notified\nTRUNCATE TABLE\n$notified/,
          'DELETE notifies at COMMIT; TRUNCATE notifies') or diag($out);
+    like($out, qr/with payload "\{"resource_type" : "llm", "scope" : "tenant", "period" : "day", "scope_id" : "beta", "deleted" : true\}"/,
+         'a deleted row is named as deleted') or diag($out);
 };
 
 # ---------------------------------------------------------------- quota_status

@@ -393,6 +393,12 @@ C<psql -X -A -t -q -F '|' -v ON_ERROR_STOP=1 -h 127.0.0.1 -p PORT -U
 postgres -d quota -c $sql>.  Returns the rows (C<a|b> strings) in list
 context, the rows joined with newlines in scalar context; dies on error.
 
+=item psql_session($sql), psql_session_end($pid)
+
+Runs C<psql -c $sql> in the background and returns its pid, e.g. a
+transaction that takes a lock and sleeps; C<psql_session_end> ends it
+(the transaction rolls back and its locks go).
+
 =item pg_migrate($dir = 'migrations')
 
 Applies F<$dir/*.sql> in name order (C<psql -v ON_ERROR_STOP=1 -f>),
@@ -455,6 +461,7 @@ our @EXPORT = qw(
     access_log_offset access_log_lines
     http_request http_raw http_abort parallel_requests
     pg_available pg_start pg_stop pg_port pg_conninfo psql pg_migrate
+    psql_session psql_session_end
     period_label quota_key
 );
 
@@ -1784,6 +1791,23 @@ sub psql {
     croak "psql failed (exit code $rc): $err\nSQL: $sql" if $rc;
     my @rows = split /\n/, $out;
     return wantarray ? @rows : join "\n", @rows;
+}
+
+# a psql session left running (e.g. holding a lock); psql_session_end ends it
+sub psql_session {
+    my $sql = shift;
+    croak 'psql_session: PostgreSQL is not running (pg_start)' unless _pg_running();
+    local $ENV{PGAPPNAME} = "quota-session-$$";
+    return _spawn([_psql_cmd('quota'), '-c', $sql],
+                  log => "$BASE/pg/session.log", deathsig => 9);
+}
+
+sub psql_session_end {
+    my $pid = shift;
+    # the server would only notice a gone client once its statement ends
+    psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+           WHERE application_name = 'quota-session-$$'");
+    _stop_child($pid, 'TERM', 5);
 }
 
 sub pg_migrate {
