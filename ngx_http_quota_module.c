@@ -411,11 +411,9 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        /* restores share the ledger's connection and go ahead of batches */
-
         qmcf->restore = ngx_http_quota_restore_create(cycle,
-                                            ngx_http_quota_ledger_pg(qmcf->ledger),
-                                            qmcf->redis_store);
+                                                      &qmcf->pg_conninfo,
+                                                      qmcf->redis_store);
         if (qmcf->restore == NULL) {
             return NGX_ERROR;
         }
@@ -476,14 +474,17 @@ ngx_http_quota_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* replies still to come are answered before the epochs they name go */
-
-    ngx_http_quota_redis_exit(qmcf->redis_store);
-    ngx_http_quota_epochs_exit(qmcf->epochs);
+    /*
+     * a restore waiting for PostgreSQL ends first; Redis replies still to
+     * come are answered before the epochs they name go
+     */
 
     if (qmcf->restore) {
         ngx_http_quota_restore_destroy(qmcf->restore);
     }
+
+    ngx_http_quota_redis_exit(qmcf->redis_store);
+    ngx_http_quota_epochs_exit(qmcf->epochs);
 
     qmcf->redis_store = NULL;
     qmcf->epochs = NULL;

@@ -88,13 +88,13 @@ ngx_int_t ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
 
 
 /*
- * Restoring from the ledger (ngx_http_quota_restore.c), on the ledger's
- * connection: start reads the tag's current windows and writes them to
+ * Restoring from the ledger (ngx_http_quota_restore.c), on a PostgreSQL
+ * connection of its own: start reads the tag's current windows and writes them to
  * the counters of epoch ngx_http_quota_epoch_next(e), then calls
  * ngx_http_quota_epoch_restored()
  */
 ngx_http_quota_restore_t *ngx_http_quota_restore_create(ngx_cycle_t *cycle,
-    ngx_http_quota_pg_t *pg, ngx_http_quota_redis_t *rd);
+    ngx_str_t *conninfo, ngx_http_quota_redis_t *rd);
 void ngx_http_quota_restore_destroy(ngx_http_quota_restore_t *rs);
 void ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
     ngx_http_quota_epoch_t *e);

@@ -29,6 +29,7 @@ struct ngx_http_quota_pg_s {
     ngx_connection_t               *c;
     ngx_str_t                      *conninfo;
     ngx_log_t                      *log;
+    char                            app[64];     /* application_name */
 
     ngx_http_quota_conn_t           cn;
 
@@ -98,6 +99,10 @@ ngx_http_quota_pg_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
 
     pg->conninfo = conninfo;
     pg->log = cycle->log;
+
+    /* "postgres ledger" is "nginx quota ledger" to PostgreSQL */
+    ngx_snprintf((u_char *) pg->app, sizeof(pg->app) - 1, "nginx quota %s%Z",
+                 ngx_strncmp(name, "postgres ", 9) == 0 ? name + 9 : name);
 
     ngx_http_quota_conn_init(&pg->cn, name, cycle->log,
                              ngx_http_quota_pg_connect, pg,
@@ -213,11 +218,22 @@ ngx_http_quota_pg_connect(void *data)
 {
     ngx_http_quota_pg_t  *pg = data;
 
+    const char  *keywords[3], *values[3];
+
     if (pg->conn) {
         return;
     }
 
-    pg->conn = PQconnectStart((char *) pg->conninfo->data);
+    /* pg_stat_activity tells the ledger's connection from the limits' */
+
+    keywords[0] = "dbname";
+    values[0] = (char *) pg->conninfo->data;
+    keywords[1] = "fallback_application_name";
+    values[1] = pg->app;
+    keywords[2] = NULL;
+    values[2] = NULL;
+
+    pg->conn = PQconnectStartParams(keywords, values, 1);
 
     if (pg->conn == NULL) {
         ngx_http_quota_conn_failed(&pg->cn, "no memory for a connection");

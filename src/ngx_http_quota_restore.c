@@ -1,8 +1,9 @@
 /*
  * Restoring a hash tag's counters from the ledger: the current windows'
- * spend of the tag, read with quota.restore_windows() on the worker's
- * ledger connection (ahead of ledger batches), written to the counters of
- * the new epoch.  quota.restore_windows() records the epoch in
+ * spend of the tag, read with quota.restore_windows() on a connection of
+ * the worker's own for restores (a ledger batch stuck behind a lock on
+ * quota.spend_events must not hold the tag's requests up), written to the
+ * counters of the new epoch.  quota.restore_windows() records the epoch in
  * PostgreSQL, under a lock that ledger batches share: a row that reaches
  * the ledger after this read is one the read did not see, and the batch
  * that brings it hands its spend back to be added (ngx_http_quota_owed.c).
@@ -53,7 +54,7 @@ static void ngx_http_quota_restore_end(ngx_http_quota_restore_job_t *job,
 
 
 ngx_http_quota_restore_t *
-ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_http_quota_pg_t *pg,
+ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
     ngx_http_quota_redis_t *rd)
 {
     ngx_http_quota_restore_t  *rs;
@@ -63,7 +64,12 @@ ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_http_quota_pg_t *pg,
         return NULL;
     }
 
-    rs->pg = pg;
+    rs->pg = ngx_http_quota_pg_create(cycle, conninfo, "postgres restore");
+    if (rs->pg == NULL) {
+        ngx_free(rs);
+        return NULL;
+    }
+
     rs->rd = rd;
     rs->log = cycle->log;
 
@@ -76,14 +82,15 @@ ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_http_quota_pg_t *pg,
                                  NGX_HTTP_QUOTA_RESTORE_TIMEOUT,
                                  ngx_http_quota_restore_loaded, rs);
 
-    /* registered before the ledger's own: restores go first */
-
-    if (ngx_http_quota_pg_on_idle(pg, ngx_http_quota_restore_idle, rs)
+    if (ngx_http_quota_pg_on_idle(rs->pg, ngx_http_quota_restore_idle, rs)
         != NGX_OK)
     {
+        ngx_http_quota_pg_destroy(rs->pg);
         ngx_free(rs);
         return NULL;
     }
+
+    ngx_http_quota_pg_start(rs->pg);
 
     return rs;
 }
@@ -94,6 +101,9 @@ ngx_http_quota_restore_destroy(ngx_http_quota_restore_t *rs)
 {
     ngx_queue_t                   *q;
     ngx_http_quota_restore_job_t  *job;
+
+    /* a query in flight is done with NULL: its job ends there */
+    ngx_http_quota_pg_destroy(rs->pg);
 
     while (!ngx_queue_empty(&rs->waiting)) {
         q = ngx_queue_head(&rs->waiting);

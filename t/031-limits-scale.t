@@ -21,9 +21,9 @@ my $ROWS = 200_000;
 my $NEEDED;
 
 sub conf {
-    my $zone = shift;
+    my ($zone, $workers) = @_;
     return (
-        workers     => 2,
+        workers     => $workers // 2,
         http_config => <<"_EOC_",
     quota_redis    127.0.0.1:\$TEST_NGINX_REDIS_PORT timeout=2s;
     quota_postgres "host=127.0.0.1 port=\$TEST_NGINX_PG_PORT user=postgres dbname=quota"
@@ -148,6 +148,12 @@ subtest "$ROWS rows in the default zone; a new override within 2 s" => sub {
 
 
 subtest 'a locked ledger table does not hold a limit change up' => sub {
+    # one worker: its ledger and its limits wait on the same PostgreSQL
+    my $offset = error_log_offset();
+    ok(nginx_reload(conf('', 1)), 'reloaded with one worker');
+    ok(wait_for(sub { error_log_since($offset) =~ /loaded 200001 limits/ }, 30),
+       'which loaded the limits') or diag(error_log_since($offset));
+
     my $session = psql_session(
         'BEGIN; LOCK TABLE quota.spend_events; SELECT pg_sleep(60)');
     ok(wait_for(sub { psql(q{SELECT count(*) FROM pg_locks l
@@ -162,8 +168,9 @@ subtest 'a locked ledger table does not hold a limit change up' => sub {
     sleep 0.3;
     ok(psql(q{SELECT count(*) FROM pg_stat_activity
                WHERE wait_event_type = 'Lock'
-                 AND query LIKE '%record_batch%'}) >= 1,
-       'a ledger batch waits for the lock');
+                 AND application_name = 'nginx quota ledger'
+                 AND query LIKE '%record_batch%'}) == 1,
+       'the worker\'s ledger batch waits for the lock');
 
     psql(q{UPDATE quota.cost_quotas SET limit_usd = 0.01 WHERE scope_id = 't9'});
     my $t0 = Time::HiRes::time();
