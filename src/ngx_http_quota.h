@@ -185,6 +185,7 @@ typedef struct {
     ngx_http_quota_epoch_waiter_t  waiter;       /* for its epoch */
     int64_t                      epoch;          /* of the keys reserved */
     int64_t                      charged_epoch;  /* of the keys settled */
+    ngx_msec_t                   wait_start;     /* for the epoch */
     ngx_str_t                    tag;            /* "{tenant=acme}" */
     ngx_str_t                    display;        /* "tenant=acme" */
 

@@ -2,10 +2,11 @@
  * Counter epochs of a worker's hash tags, and their restore from the
  * ledger; see ngx_http_quota_epoch.h.
  *
- * An entry goes LOOKING (GET marker) -> KNOWN, or, when the marker says
- * the counters are lost, LOCKING (SET lock NX PX) -> LOADING (PostgreSQL)
- * -> WRITING (the counters) -> SEALING (SET marker) -> KNOWN.  A lock
- * somebody else holds sends it WAITING, to look at the marker again soon.
+ * An entry goes LOOKING (GET marker, SET lock NX PX) -> KNOWN, or, when
+ * the marker says the counters are lost and the lock was free, LOADING
+ * (PostgreSQL) -> WRITING (the counters) -> SEALING (SET marker, DEL
+ * lock) -> KNOWN.  A lock somebody else holds sends it WAITING, to look
+ * at the marker again soon.
  * Any failure ends in IDLE with the waiters told; the next request tries
  * again.
  */
@@ -36,7 +37,6 @@ typedef enum {
     NGX_HTTP_QUOTA_EPOCH_IDLE = 0,
     NGX_HTTP_QUOTA_EPOCH_KNOWN,
     NGX_HTTP_QUOTA_EPOCH_LOOKING,
-    NGX_HTTP_QUOTA_EPOCH_LOCKING,
     NGX_HTTP_QUOTA_EPOCH_LOADING,
     NGX_HTTP_QUOTA_EPOCH_WRITING,
     NGX_HTTP_QUOTA_EPOCH_SEALING,
@@ -289,6 +289,15 @@ ngx_str_t *
 ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e)
 {
     return &e->mark;
+}
+
+
+/* reading the ledger, here or on another worker or node */
+
+ngx_uint_t
+ngx_http_quota_epoch_restoring(ngx_http_quota_epoch_t *e)
+{
+    return e->state >= NGX_HTTP_QUOTA_EPOCH_LOADING;
 }
 
 
@@ -755,7 +764,7 @@ ngx_http_quota_epoch_flush(ngx_http_quota_epoch_t *e, ngx_uint_t apply)
                                      - d->incr[i].key.data;
             }
 
-            ngx_http_quota_redis_write(e->eps->rd, d->incr, d->n);
+            ngx_http_quota_redis_write(e->eps->rd, d->incr, d->n, NULL, 0);
         }
 
         ngx_free(d);

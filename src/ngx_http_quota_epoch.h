@@ -54,6 +54,9 @@ int64_t ngx_http_quota_epoch_current(ngx_http_quota_epoch_t *e);
 /* "<prefix>{tenant=acme}:epoch" */
 ngx_str_t *ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e);
 
+/* a restore is reading the ledger (this worker's or somebody else's) */
+ngx_uint_t ngx_http_quota_epoch_restoring(ngx_http_quota_epoch_t *e);
+
 /* the tag's counters that Redis cannot increment, logged once a burst */
 ngx_http_quota_burst_t *ngx_http_quota_epoch_unusable(
     ngx_http_quota_epoch_t *e);

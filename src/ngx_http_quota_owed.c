@@ -93,7 +93,7 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
             continue;
         }
 
-        ngx_http_quota_redis_write(rd, &incr, 1);
+        ngx_http_quota_redis_write(rd, &incr, 1, NULL, 0);
         total += incr.delta;
     }
 

@@ -13,6 +13,7 @@
 #include "ngx_http_quota_redis.h"
 #include "ngx_http_quota_hiredis.h"
 #include "quota_redis_cmd.h"
+#include "quota_epoch.h"
 
 
 /* a connection that has answered nothing this long is replaced */
@@ -36,6 +37,8 @@ struct ngx_http_quota_kept_s {
     ngx_http_quota_redis_op_t     op;            /* first: op == kept */
     ngx_http_quota_redis_t       *rd;
     ngx_http_quota_kept_t        *next;
+    ngx_str_t                     mark;          /* empty: none */
+    int64_t                       epoch;         /* the keys' */
     ngx_uint_t                    n;
     ngx_http_quota_incr_t         incr[1];
 };
@@ -93,6 +96,13 @@ static void ngx_http_quota_redis_kept_done(ngx_http_quota_redis_op_t *op,
 static void ngx_http_quota_redis_keep(ngx_http_quota_kept_t *k);
 static void ngx_http_quota_redis_replay(ngx_http_quota_redis_t *rd,
     ngx_uint_t max);
+
+
+static void
+ngx_http_quota_redis_nothing(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res)
+{
+}
 
 
 ngx_http_quota_redis_t *
@@ -876,7 +886,8 @@ ngx_http_quota_redis_drain(ngx_http_quota_redis_t *rd)
 
 void
 ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
-    ngx_http_quota_incr_t *incr, ngx_uint_t n)
+    ngx_http_quota_incr_t *incr, ngx_uint_t n, ngx_str_t *mark,
+    int64_t epoch)
 {
     u_char                 *p;
     size_t                  size;
@@ -888,7 +899,8 @@ ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
     }
 
     size = sizeof(ngx_http_quota_kept_t)
-           + (n - 1) * sizeof(ngx_http_quota_incr_t);
+           + (n - 1) * sizeof(ngx_http_quota_incr_t)
+           + (mark ? mark->len : 0);
 
     for (i = 0; i < n; i++) {
         size += incr[i].key.len;
@@ -903,8 +915,16 @@ ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
     k->rd = rd;
     k->next = NULL;
     k->n = n;
+    k->epoch = epoch;
+    k->mark.len = 0;
 
     p = (u_char *) &k->incr[n];
+
+    if (mark) {
+        k->mark.data = p;
+        k->mark.len = mark->len;
+        p = ngx_cpymem(p, mark->data, mark->len);
+    }
 
     for (i = 0; i < n; i++) {
         k->incr[i] = incr[i];
@@ -915,10 +935,51 @@ ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
     /* behind writes kept earlier, which go first once Redis is back */
 
     if (!rd->ready || rd->kept
-        || ngx_http_quota_redis_incr(rd, NULL, k->incr, n, &k->op) != NGX_OK)
+        || ngx_http_quota_redis_incr(rd, k->mark.len ? &k->mark : NULL,
+                                     k->incr, n, &k->op)
+           != NGX_OK)
     {
         ngx_http_quota_redis_keep(k);
     }
+}
+
+
+/*
+ * A correction whose epoch is over (Redis lost its counters since) went
+ * to keys nobody reads, and may have made them negative: they go.
+ */
+
+static void
+ngx_http_quota_redis_kept_dead(ngx_http_quota_kept_t *k,
+    ngx_http_quota_redis_res_t *res)
+{
+    int64_t                     epoch;
+    ngx_uint_t                  i;
+    ngx_http_quota_redis_t     *rd;
+    ngx_str_t                   argv[NGX_HTTP_QUOTA_REDIS_MAX_INCR + 1];
+
+    static ngx_http_quota_redis_op_t  forget = {
+        ngx_http_quota_redis_nothing
+    };
+
+    rd = k->rd;
+
+    if (res->mark.data
+        && quota_epoch_mark_parse(res->mark.data, res->mark.len,
+                                  rd->run_id.data, rd->run_id.len, &epoch)
+           == QUOTA_EPOCH_CURRENT
+        && epoch == k->epoch)
+    {
+        return;
+    }
+
+    ngx_str_set(&argv[0], "DEL");
+
+    for (i = 0; i < k->n; i++) {
+        argv[i + 1] = k->incr[i].key;
+    }
+
+    (void) ngx_http_quota_redis_command(rd, k->n + 1, argv, &forget);
 }
 
 
@@ -940,6 +1001,10 @@ ngx_http_quota_redis_kept_done(ngx_http_quota_redis_op_t *op,
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "quota: redis: settlement on \"%V\" refused: %s",
                           &k->incr[0].key, res->key_error);
+        }
+
+        if (k->mark.len) {
+            ngx_http_quota_redis_kept_dead(k, res);
         }
 
         ngx_free(k);
@@ -1013,7 +1078,8 @@ ngx_http_quota_redis_replay(ngx_http_quota_redis_t *rd, ngx_uint_t max)
     for (sent = 0; sent < max && rd->kept && rd->ac; sent++) {
         k = rd->kept;
 
-        if (ngx_http_quota_redis_incr(rd, NULL, k->incr, k->n, &k->op)
+        if (ngx_http_quota_redis_incr(rd, k->mark.len ? &k->mark : NULL,
+                                      k->incr, k->n, &k->op)
             != NGX_OK)
         {
             return;

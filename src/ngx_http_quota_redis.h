@@ -122,10 +122,13 @@ ngx_int_t ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd,
 /*
  * a write nobody waits for (settlements, give-backs): when Redis cannot
  * take it now (not connected, refused, connection lost) it is kept, up to
- * a bound, and sent again once Redis takes writes
+ * a bound, and sent again once Redis takes writes.  With mark, the keys
+ * are of that epoch marker's `epoch`: when the marker has moved on, the
+ * keys written are deleted again.
  */
 void ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
-    ngx_http_quota_incr_t *incr, ngx_uint_t n);
+    ngx_http_quota_incr_t *incr, ngx_uint_t n, ngx_str_t *mark,
+    int64_t epoch);
 
 /* one plain command; res->reply is its reply, NULL on NGX_ERROR */
 ngx_int_t ngx_http_quota_redis_command(ngx_http_quota_redis_t *rd,

@@ -170,17 +170,12 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
             return NGX_OK;
         }
 
-        /*
-         * a restore reads PostgreSQL, which may be slower than Redis is
-         * allowed to be: it has a bound of its own
-         */
-
         qmcf = ngx_http_get_module_main_conf(ctx->request,
                                              ngx_http_quota_module);
 
-        ngx_add_timer(&ctx->timer, ngx_max(qmcf->redis.timeout,
-                                           NGX_HTTP_QUOTA_RESTORE_WAIT));
+        ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
         ctx->waiting = 1;
+        ctx->wait_start = ngx_current_msec;
         return NGX_AGAIN;
     }
 
@@ -467,9 +462,24 @@ ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx, const char *why)
 static void
 ngx_http_quota_reserve_timeout(ngx_event_t *ev)
 {
+    ngx_msec_t             waited;
     ngx_http_quota_ctx_t  *ctx;
 
     ctx = ev->data;
+
+    /*
+     * a restore reads PostgreSQL, which may take longer than Redis is
+     * allowed to: a request waiting for one has a bound of its own
+     */
+
+    waited = ngx_current_msec - ctx->wait_start;
+
+    if (ctx->waiting && ngx_http_quota_epoch_restoring(ctx->entry)
+        && waited < NGX_HTTP_QUOTA_RESTORE_WAIT)
+    {
+        ngx_add_timer(&ctx->timer, NGX_HTTP_QUOTA_RESTORE_WAIT - waited);
+        return;
+    }
 
     /* let go of the reservation as a request that ended would */
     ngx_http_quota_reserve_cleanup(ctx);
@@ -528,6 +538,6 @@ ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed)
     }
 
     if (n) {
-        ngx_http_quota_redis_write(txn->rd, incr, n);
+        ngx_http_quota_redis_write(txn->rd, incr, n, NULL, 0);
     }
 }

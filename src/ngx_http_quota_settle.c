@@ -267,7 +267,9 @@ ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
                           - incr[i].key.data;
     }
 
-    ngx_http_quota_redis_write(qmcf->redis_store, incr, ctx->nkeys);
+    ngx_http_quota_redis_write(qmcf->redis_store, incr, ctx->nkeys,
+                               e ? ngx_http_quota_epoch_mark_key(e) : NULL,
+                               epoch);
 }
 
 

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 
-#define QUOTA_REDIS_CMD_MAX_ARGS  8
+#define QUOTA_REDIS_CMD_MAX_ARGS  24
 
 
 typedef struct {

@@ -249,14 +249,17 @@ C<quota:{tenant=acme}/user=bob:llm:day:2026-11-23:e*>: scope values are
 percent-encoded (every byte outside C<[A-Za-z0-9-_.~@]> becomes C<%XX>).
 C<label> overrides the computed window label.  Without C<epoch>, the key
 ends in C<:e*>, which C<redis_cmd> replaces with the tag's current epoch
-when the key is used (C<quota_epoch>, writing a marker when there is none,
-so that a test can set counters before the module has seen the tag).
+when the key is used (C<quota_epoch>).  A command that writes makes a
+marker when there is none, so that a test can set counters before the
+module has seen the tag; a read of a tag without one reads C<:e0>, which
+never exists.
 
 =item quota_epoch(prefix => 'quota:', tag => 'tenant=acme', create => 1)
 
 The epoch in the marker C<quota:{tenant=acme}:epoch> (C<"N:run_id">); with
-C<create> and no usable marker, writes C<1:run_id> and returns 1.  undef
-when there is no marker and C<create> is false.
+C<create> and no marker, writes C<1:run_id> (C<SET NX>, never over one the
+module wrote) and returns its epoch.  undef when there is no marker and
+C<create> is false.
 
 =back
 
@@ -314,7 +317,8 @@ master pid followed by the worker pids (empty list when not running).
 Another nginx instance, a second node: its own prefix F<$tmp/nginx-$name>,
 its own free port and the same module, sharing Redis, PostgreSQL and the
 mock upstream of the main instance (it runs none of its own).  C<%conf> as
-for C<nginx_start>.  C<nginx_node_start> returns the port once it
+for C<nginx_start>; C<nginx_args()> returns those the main instance was
+last started with.  C<nginx_node_start> returns the port once it
 listens; nodes still running are stopped with the main instance.
 
 =item nginx_test_config(%conf)
@@ -455,7 +459,7 @@ our @EXPORT = qw(
     redis_start redis_stop redis_restart redis_running redis_port quota_epoch
     redis_signal redis_cmd
     nginx_start nginx_stop nginx_reload nginx_pids nginx_port upstream_port
-    nginx_node_start nginx_node_stop nginx_node_port
+    nginx_node_start nginx_node_stop nginx_node_port nginx_args
     nginx_test_config nginx_dir module_path
     error_log_offset error_log_since error_log_alerts
     access_log_offset access_log_lines
@@ -997,19 +1001,24 @@ sub _resp_encode {
     return $out;
 }
 
-# a counter named by quota_key() without an epoch: the tag's current one
+# a counter named by quota_key() without an epoch: the tag's current one;
+# a read of a tag with no epoch yet names none (e0) rather than make one
 sub _redis_key_epoch {
-    my $arg = shift;
+    my ($arg, $create) = @_;
     return $arg unless defined $arg && $arg =~ /\A(.*?)\{([^}]*)\}(.*):e\*\z/s;
     my ($prefix, $tag, $rest) = ($1, $2, $3);
-    my $epoch = quota_epoch(prefix => $prefix, tag => $tag, create => 1);
+    my $epoch = quota_epoch(prefix => $prefix, tag => $tag, create => $create)
+                // 0;
     return "$prefix\{$tag\}$rest:e$epoch";
 }
+
+my %READ = map { $_ => 1 } qw(GET EXISTS PTTL TTL TYPE STRLEN MGET KEYS);
 
 sub redis_cmd {
     my @args = @_;
     croak 'redis_cmd: no command' unless @args;
-    @args = map { _redis_key_epoch($_) } @args;
+    my $create = !$READ{ uc $args[0] };
+    @args = map { _redis_key_epoch($_, $create) } @args;
     my $request = _resp_encode(@args);
     my $deadline = time + $REDIS_TIMEOUT * timeout_scale();
     my $reply = eval {
@@ -1160,6 +1169,8 @@ EOF
 }
 
 sub nginx_node_port { return $NODE{ $_[0] }{port} }
+
+sub nginx_args { return %{ $NGX{args} // {} } }
 
 sub nginx_node_start {
     my ($name, %a) = @_;
@@ -1879,10 +1890,17 @@ sub quota_epoch {
     my %a = (create => 1, @_);
     my $mark = ($a{prefix} // 'quota:') . "{$a{tag}}:epoch";
     my $run_id = _redis_run_id();
-    my $v = redis_cmd('GET', $mark);
-    return $1 if defined $v && $v =~ /^([1-9][0-9]*):\Q$run_id\E\z/;
-    return undef unless $a{create};
-    redis_cmd('SET', $mark, "1:$run_id");
+    for (1 .. 3) {
+        my $v = redis_cmd('GET', $mark);
+        return $1 if defined $v && $v =~ /^([1-9][0-9]*):\Q$run_id\E\z/;
+        return undef unless $a{create};
+        # written on another server: the module restores it, not the test
+        return ($v =~ /^(\d+):/)[0] // 1 if defined $v;
+        # never over a marker the module has just written; never an epoch
+        # used before, as the module's own are (the time in ms)
+        my $epoch = int(Time::HiRes::time() * 1000);
+        redis_cmd('SET', $mark, "$epoch:$run_id", 'NX');
+    }
     return 1;
 }
 
