@@ -25,6 +25,9 @@
 /* charges waiting for their tag's epoch, at most */
 #define NGX_HTTP_QUOTA_EPOCH_DEFERRED_MAX  100000
 
+/* how often tags with charges waiting try again */
+#define NGX_HTTP_QUOTA_EPOCH_RETRY         1000
+
 /* how often a worker looks whether somebody else's restore is done */
 #define NGX_HTTP_QUOTA_EPOCH_POLL      20
 
@@ -91,6 +94,7 @@ struct ngx_http_quota_epochs_s {
 
     ngx_queue_t                      owing;      /* entries with deferred */
     ngx_uint_t                       ndeferred;
+    ngx_event_t                      retry;      /* while some are owing */
 
     ngx_http_quota_burst_t           trouble;
 };
@@ -108,6 +112,7 @@ static void ngx_http_quota_epoch_done(ngx_http_quota_epoch_t *e,
 static void ngx_http_quota_epoch_unlock(ngx_http_quota_epoch_t *e);
 static void ngx_http_quota_epoch_forget(ngx_http_quota_epochs_t *eps);
 static void ngx_http_quota_epochs_ready(void *data);
+static void ngx_http_quota_epochs_retry(ngx_event_t *ev);
 static void ngx_http_quota_epoch_flush(ngx_http_quota_epoch_t *e,
     ngx_uint_t apply);
 
@@ -142,6 +147,9 @@ ngx_http_quota_epochs_create(ngx_cycle_t *cycle, ngx_http_quota_redis_t *rd,
     ngx_queue_init(&eps->lru);
     ngx_queue_init(&eps->owing);
 
+    ngx_http_quota_timer_init(&eps->retry, ngx_http_quota_epochs_retry,
+                              cycle->log);
+
     ngx_http_quota_redis_on_ready(rd, ngx_http_quota_epochs_ready, eps);
 
     return eps;
@@ -153,6 +161,10 @@ ngx_http_quota_epochs_exit(ngx_http_quota_epochs_t *eps)
 {
     ngx_queue_t             *q;
     ngx_http_quota_epoch_t  *e;
+
+    if (eps->retry.timer_set) {
+        ngx_del_timer(&eps->retry);
+    }
 
     while (!ngx_queue_empty(&eps->lru)) {
         q = ngx_queue_head(&eps->lru);
@@ -623,7 +635,7 @@ ngx_http_quota_epoch_poll_handler(ngx_event_t *ev)
     e = (ngx_http_quota_epoch_t *)
             ((u_char *) ev - offsetof(ngx_http_quota_epoch_t, poll));
 
-    if (ngx_queue_empty(&e->waiters)) {
+    if (ngx_queue_empty(&e->waiters) && e->deferred == NULL) {
         /* nobody needs it now: the next request looks again */
         e->state = NGX_HTTP_QUOTA_EPOCH_IDLE;
         return;
@@ -729,6 +741,10 @@ ngx_http_quota_epoch_charge(ngx_http_quota_epoch_t *e,
         ngx_queue_insert_tail(&e->eps->owing, &e->owing);
     }
 
+    if (!e->eps->retry.timer_set) {
+        ngx_add_timer(&e->eps->retry, NGX_HTTP_QUOTA_EPOCH_RETRY);
+    }
+
     d->next = e->deferred;
     e->deferred = d;
     e->eps->ndeferred++;
@@ -771,6 +787,24 @@ ngx_http_quota_epoch_flush(ngx_http_quota_epoch_t *e, ngx_uint_t apply)
     }
 
     ngx_queue_remove(&e->owing);
+}
+
+
+/* tags with charges waiting look for their epoch again, until none owe */
+
+static void
+ngx_http_quota_epochs_retry(ngx_event_t *ev)
+{
+    ngx_http_quota_epochs_t  *eps;
+
+    eps = (ngx_http_quota_epochs_t *)
+              ((u_char *) ev - offsetof(ngx_http_quota_epochs_t, retry));
+
+    ngx_http_quota_epochs_ready(eps);
+
+    if (!ngx_queue_empty(&eps->owing)) {
+        ngx_add_timer(&eps->retry, NGX_HTTP_QUOTA_EPOCH_RETRY);
+    }
 }
 
 

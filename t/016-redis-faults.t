@@ -178,6 +178,9 @@ subtest 'Redis refusing connections: backoff, one line per burst' => sub {
     ok(wait_for(sub { get('/open', 'gone')->{status} == 200
                       && defined redis_cmd('GET', ukey('gone', 'bob')) }, 5),
        'enforcement resumes');
+    ok(wait_for(sub { (redis_cmd('GET', tkey('gone')) // 0) >= 40_000 }, 5),
+       'the request let through while Redis was down is charged too')
+      or diag(redis_cmd('GET', tkey('gone')));
 };
 
 
@@ -185,5 +188,8 @@ nginx_stop();
 
 my @alerts = error_log_alerts(0);
 is(scalar @alerts, 0, 'no alert or crash in the error log') or diag(@alerts);
+
+my @lost = grep { /never reached redis|dropped/ } split /\n/, error_log_since(0);
+is(scalar @lost, 0, 'no settlement or charge was given up') or diag(@lost);
 
 done_testing();
