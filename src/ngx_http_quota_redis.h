@@ -23,6 +23,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_quota_conn.h"
+#include "ngx_http_quota_redis_kept.h"
 
 
 /* keys one transaction may hold */
@@ -42,9 +43,6 @@ typedef struct {
     ngx_str_t                    prefix;
     ngx_msec_t                   timeout;
 } ngx_http_quota_redis_conf_t;
-
-
-typedef struct ngx_http_quota_redis_s     ngx_http_quota_redis_t;
 
 
 typedef struct {
@@ -98,6 +96,13 @@ void ngx_http_quota_redis_on_ready(ngx_http_quota_redis_t *rd,
     ngx_http_quota_redis_ready_pt handler, void *data);
 
 ngx_http_quota_redis_conf_t *ngx_http_quota_redis_conf(
+    ngx_http_quota_redis_t *rd);
+
+/* connected and set up: writes can be sent */
+ngx_int_t ngx_http_quota_redis_ready(ngx_http_quota_redis_t *rd);
+
+/* the store's queue of writes Redis could not take yet */
+ngx_http_quota_kept_queue_t *ngx_http_quota_redis_kept(
     ngx_http_quota_redis_t *rd);
 
 /* the server's run_id, empty until known: it changes with every restart */
