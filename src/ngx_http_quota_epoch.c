@@ -103,8 +103,12 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
 
     prefix = &ngx_http_quota_redis_conf(eps->rd)->prefix;
 
+    /* the tag, the display tag and its NUL, the marker and the lock keys */
+
     e = ngx_calloc(offsetof(ngx_http_quota_epoch_t, data) + tag->len
-                   + display->len + 2 * (prefix->len + tag->len) + 16,
+                   + display->len + 1
+                   + 2 * (prefix->len + tag->len)
+                   + sizeof(":epoch") - 1 + sizeof(":restoring") - 1,
                    eps->log);
     if (e == NULL) {
         return NULL;
