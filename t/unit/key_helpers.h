@@ -35,17 +35,8 @@
 #define T_MONTH   1793491200LL
 
 
-static uint64_t  rng_state = 0xb7e151628aed2a6bULL;
-
-static inline uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0xb7e151628aed2a6bULL
+#include "unit_helpers.h"
 
 
 #endif /* KEY_HELPERS_H */

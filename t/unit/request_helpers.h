@@ -36,18 +36,10 @@
 
 
 static long      live_allocs;
-static uint64_t  rng_state = 0x082efa98ec4e6c89ULL;
+#define UNIT_RNG_SEED  0x082efa98ec4e6c89ULL
+#include "unit_helpers.h"
 
 
-static inline uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
 
 
 static inline void *

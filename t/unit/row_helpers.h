@@ -37,17 +37,8 @@ static const char  *contract_fields[NFIELDS] = {
 };
 
 
-static uint64_t  rng_state = 0x452821e638d01377ULL;
-
-static inline uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0x452821e638d01377ULL
+#include "unit_helpers.h"
 
 
 static inline quota_scope_ref_t

@@ -28,17 +28,8 @@
 #define MAXREC   4096
 
 
-static uint64_t  rng_state = 0x243f6a8885a308d3ULL;
-
-static inline uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0x243f6a8885a308d3ULL
+#include "unit_helpers.h"
 
 
 static inline void

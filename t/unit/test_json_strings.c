@@ -10,17 +10,8 @@
 #include "json_helpers.h"
 
 
-static uint64_t  rng_state = 0x13198a2e03707344ULL;
-
-static uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0x13198a2e03707344ULL
+#include "unit_helpers.h"
 
 
 /*

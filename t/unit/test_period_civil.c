@@ -9,17 +9,8 @@
 
 
 /* xorshift64*: the same sequence on every libc */
-static uint64_t  rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0x9e3779b97f4a7c15ULL
+#include "unit_helpers.h"
 
 
 static int

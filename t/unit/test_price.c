@@ -24,17 +24,8 @@
 #define U(s)     ((const unsigned char *) (s))
 
 
-static uint64_t  rng_state = 0xa4093822299f31d0ULL;
-
-static uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
+#define UNIT_RNG_SEED  0xa4093822299f31d0ULL
+#include "unit_helpers.h"
 
 
 static quota_price_t

@@ -41,19 +41,11 @@ typedef struct {
 
 static long                 live_allocs;
 static long                 total_allocs;
-static uint64_t             rng_state = 0x452821e638d01377ULL;
+#define UNIT_RNG_SEED  0x452821e638d01377ULL
+#include "unit_helpers.h"
+
 static quota_usage_scan_t  *scan;
 
-
-static inline uint64_t
-rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-
-    return rng_state * 0x2545f4914f6cdd1dULL;
-}
 
 
 static inline void *
