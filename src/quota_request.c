@@ -17,30 +17,13 @@
 #include <jansson.h>
 
 #include "quota_request.h"
+#include "quota_skeleton.h"
 
 
 #define QUOTA_REQUEST_DEPTH  64
 
 /* the longest string read as an output bound: digits and some spaces */
 #define QUOTA_REQUEST_BOUND_LEN  64
-
-
-/*
- * Chat bodies are mostly prose, and jansson decodes and copies every
- * string byte by byte only for this file to learn its length.  A body of
- * QUOTA_REQUEST_SKELETON bytes or more is parsed as its skeleton: each
- * string value of that many bytes or more is replaced by a placeholder,
- * "\u0000" and its number, and its lengths are kept aside.  JSON text
- * cannot hold a raw NUL, a body that holds the escape is parsed whole,
- * and model names are far shorter, so a placeholder is never mistaken.
- */
-#define QUOTA_REQUEST_SKELETON  256
-
-
-typedef struct {
-    uint64_t              text;         /* decoded, in UTF-8 bytes */
-    uint64_t              json;         /* as jansson writes it, quoted */
-} quota_string_t;
 
 
 typedef struct {
@@ -69,12 +52,6 @@ static void quota_request_add(uint64_t *sum, uint64_t n);
 static void quota_request_text(quota_count_t *c, json_t *v);
 static quota_string_t *quota_request_placeholder(quota_count_t *c,
     json_t *v);
-static unsigned char *quota_request_skeleton(const unsigned char *body,
-    size_t len, size_t *out, quota_count_t *c);
-static int quota_request_has_nul(const unsigned char *body, size_t len);
-static unsigned long quota_request_hex4(const unsigned char *p);
-static void quota_request_code_point(unsigned long cp, uint64_t *text,
-    uint64_t *json);
 
 
 int
@@ -99,8 +76,8 @@ quota_request_parse(const unsigned char *body, size_t len,
 
     skeleton = NULL;
 
-    if (len >= QUOTA_REQUEST_SKELETON && !quota_request_has_nul(body, len)) {
-        skeleton = quota_request_skeleton(body, len, &n, &c);
+    if (len >= QUOTA_SKELETON_MIN && !quota_skeleton_has_nul(body, len)) {
+        skeleton = quota_skeleton(body, len, &n, &c.strings, &c.nstrings);
     }
 
     if (skeleton) {
@@ -597,134 +574,6 @@ quota_request_placeholder(quota_count_t *c, json_t *v)
 }
 
 
-/*
- * The skeleton of body: long string values out, placeholders in.  The
- * strings' ends are found the way JSON defines them; their contents are
- * not checked, as the upstream will.  NULL: parse the body whole (no
- * memory, or a string that never ends, which jansson will refuse).
- */
-
-static unsigned char *
-quota_request_skeleton(const unsigned char *body, size_t len, size_t *out,
-    quota_count_t *c)
-{
-    size_t                i, j, k, o, n;
-    uint64_t              text, json;
-    unsigned char        *sk;
-    quota_string_t       *str;
-    const unsigned char  *q, *e;
-
-    sk = malloc(len);
-    c->strings = malloc((len / QUOTA_REQUEST_SKELETON + 1)
-                        * sizeof(quota_string_t));
-
-    if (sk == NULL || c->strings == NULL) {
-        goto whole;
-    }
-
-    n = 0;
-    o = 0;
-
-    for (i = 0; i < len; /* void */) {
-
-        /* up to the next string, as is */
-
-        q = memchr(body + i, '"', len - i);
-        k = q ? (size_t) (q - body) : len;
-
-        memcpy(sk + o, body + i, k - i);
-        o += k - i;
-        i = k;
-
-        if (i == len) {
-            break;
-        }
-
-        /* the string: runs of plain bytes between escapes */
-
-        text = 0;
-        json = 2;
-
-        for (j = i + 1; j < len; /* void */) {
-            q = memchr(body + j, '"', len - j);
-            k = q ? (size_t) (q - body) : len;
-
-            e = memchr(body + j, '\\', k - j);
-
-            if (e == NULL) {
-                text += k - j;
-                json += k - j;
-                j = k;
-                break;
-            }
-
-            text += (size_t) (e - body) - j;
-            json += (size_t) (e - body) - j;
-            j = e - body;
-
-            if (j + 1 >= len) {
-                goto whole;
-            }
-
-            if (body[j + 1] != 'u' || j + 5 >= len) {
-                /* \/ is written back as '/', the others stay escaped */
-                text++;
-                json += body[j + 1] == '/' ? 1 : 2;
-                j += 2;
-                continue;
-            }
-
-            quota_request_code_point(quota_request_hex4(body + j + 2),
-                                     &text, &json);
-            j += 6;
-        }
-
-        if (j >= len) {
-            goto whole;
-        }
-
-        /* a key (followed by ':') stays, whatever its length */
-
-        for (k = j + 1; k < len && (body[k] == ' ' || body[k] == '\t'
-                                    || body[k] == '\n' || body[k] == '\r');
-             k++)
-        {
-            /* void */
-        }
-
-        if (j + 1 - i < QUOTA_REQUEST_SKELETON
-            || (k < len && body[k] == ':'))
-        {
-            memcpy(sk + o, body + i, j + 1 - i);
-            o += j + 1 - i;
-            i = j + 1;
-            continue;
-        }
-
-        str = &c->strings[n];
-        str->text = text;
-        str->json = json;
-
-        o += (size_t) sprintf((char *) sk + o, "\"\\u0000%zu\"", n);
-        n++;
-        i = j + 1;
-    }
-
-    c->nstrings = n;
-    *out = o;
-
-    return sk;
-
-whole:
-
-    free(sk);
-    free(c->strings);
-    c->strings = NULL;
-
-    return NULL;
-}
-
-
 static void
 quota_request_add(uint64_t *sum, uint64_t n)
 {
@@ -733,76 +582,3 @@ quota_request_add(uint64_t *sum, uint64_t n)
 
 
 /* whether body may hold the escape "\u0000" a placeholder starts with */
-
-static int
-quota_request_has_nul(const unsigned char *body, size_t len)
-{
-    const unsigned char  *p, *end;
-
-    end = body + len;
-
-    for (p = body; (p = memchr(p, '\\', end - p)) != NULL; p++) {
-        if (end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-/* the value of four hex digits; anything else reads as a large code point */
-
-static unsigned long
-quota_request_hex4(const unsigned char *p)
-{
-    int            i;
-    unsigned long  v;
-
-    v = 0;
-
-    for (i = 0; i < 4; i++) {
-        v <<= 4;
-
-        if (p[i] >= '0' && p[i] <= '9') {
-            v |= (unsigned long) (p[i] - '0');
-
-        } else if ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f') {
-            v |= (unsigned long) ((p[i] | 0x20) - 'a' + 10);
-
-        } else {
-            return 0xffff;
-        }
-    }
-
-    return v;
-}
-
-
-/*
- * what one \uXXXX adds: its UTF-8 bytes (each half of a surrogate pair
- * two of the pair's four), and as jansson writes it back, UTF-8 except
- * for '"', '\\' and control characters
- */
-
-static void
-quota_request_code_point(unsigned long cp, uint64_t *text, uint64_t *json)
-{
-    uint64_t  n;
-
-    n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : (cp >= 0xd800 && cp < 0xe000) ? 2
-                                                                        : 3;
-    *text += n;
-
-    if (cp == '"' || cp == '\\' || cp == '\b' || cp == '\f' || cp == '\n'
-        || cp == '\r' || cp == '\t')
-    {
-        *json += 2;
-
-    } else if (cp < 0x20 || cp == 0x7f) {
-        *json += cp == 0x7f ? 1 : 6;
-
-    } else {
-        *json += n;
-    }
-}
