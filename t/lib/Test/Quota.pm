@@ -1171,8 +1171,10 @@ EOF
     # a module under valgrind runs many times slower: its Redis timeouts
     # scale like the harness's own waits
     my $scale = timeout_scale();
-    $text =~ s/(\bquota_redis\b[^;]*?\btimeout=)(\d+)(ms|s)\b/$1 . $2 * $scale . $3/ge
-      if $scale != 1;
+    if ($scale != 1) {
+        $text =~ s/(\bquota_redis\b[^;]*?\btimeout=)(\d+)(ms|s)\b/$1 . $2 * $scale . $3/ge;
+        $text =~ s/(\bquota_redis\b(?:(?!timeout=)[^;])*);/"$1 timeout=" . 50 * $scale . 'ms;'/ge;
+    }
     return $text;
 }
 
