@@ -21,7 +21,7 @@
 #include "ngx_http_quota_epoch.h"
 
 
-/* how long a request waits for its tag's counters to be restored */
+/* how long, at least, a request waits for its tag's counters' restore */
 #define NGX_HTTP_QUOTA_RESTORE_WAIT  1000
 
 
@@ -462,8 +462,9 @@ ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx, const char *why)
 static void
 ngx_http_quota_reserve_timeout(ngx_event_t *ev)
 {
-    ngx_msec_t             waited;
-    ngx_http_quota_ctx_t  *ctx;
+    ngx_msec_t                   waited, bound;
+    ngx_http_quota_ctx_t        *ctx;
+    ngx_http_quota_main_conf_t  *qmcf;
 
     ctx = ev->data;
 
@@ -472,12 +473,15 @@ ngx_http_quota_reserve_timeout(ngx_event_t *ev)
      * allowed to: a request waiting for one has a bound of its own
      */
 
+    qmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_quota_module);
+
     waited = ngx_current_msec - ctx->wait_start;
+    bound = ngx_max(NGX_HTTP_QUOTA_RESTORE_WAIT, qmcf->redis.timeout);
 
     if (ctx->waiting && ngx_http_quota_epoch_restoring(ctx->entry)
-        && waited < NGX_HTTP_QUOTA_RESTORE_WAIT)
+        && waited < bound)
     {
-        ngx_add_timer(&ctx->timer, NGX_HTTP_QUOTA_RESTORE_WAIT - waited);
+        ngx_add_timer(&ctx->timer, bound - waited);
         return;
     }
 
