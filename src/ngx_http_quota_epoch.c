@@ -13,6 +13,7 @@
 static void ngx_http_quota_epoch_forget(ngx_http_quota_epochs_t *eps);
 static void ngx_http_quota_epochs_ready(void *data);
 static void ngx_http_quota_epochs_retry(ngx_event_t *ev);
+static void ngx_http_quota_epochs_owing(ngx_http_quota_epochs_t *eps);
 
 
 ngx_http_quota_epochs_t *
@@ -107,8 +108,8 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
 
     e = ngx_calloc(offsetof(ngx_http_quota_epoch_t, data) + tag->len
                    + display->len + 1
-                   + 2 * (prefix->len + tag->len)
-                   + sizeof(":epoch") - 1 + sizeof(":restoring") - 1,
+                   + 3 * (prefix->len + tag->len) + 2 * (sizeof(":epoch") - 1)
+                   + sizeof(":restoring") - 1 + NGX_HTTP_QUOTA_EPOCH_GET_LEN,
                    eps->log);
     if (e == NULL) {
         return NULL;
@@ -133,6 +134,12 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
     e->lock.data = p;
     p = ngx_sprintf(p, "%V%V:restoring", prefix, tag);
     e->lock.len = p - e->lock.data;
+
+    /* every reservation sends it: written once */
+    e->mark_get.data = p;
+    p = ngx_sprintf(p, "*2\r\n$3\r\nGET\r\n$%uz\r\n%V\r\n", e->mark.len,
+                    &e->mark);
+    e->mark_get.len = p - e->mark_get.data;
 
     e->sn.node.key = hash;
     e->eps = eps;
@@ -192,6 +199,13 @@ ngx_str_t *
 ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e)
 {
     return &e->mark;
+}
+
+
+ngx_str_t *
+ngx_http_quota_epoch_mark_get(ngx_http_quota_epoch_t *e)
+{
+    return &e->mark_get;
 }
 
 
@@ -356,7 +370,7 @@ ngx_http_quota_epochs_retry(ngx_event_t *ev)
     eps = (ngx_http_quota_epochs_t *)
               ((u_char *) ev - offsetof(ngx_http_quota_epochs_t, retry));
 
-    ngx_http_quota_epochs_ready(eps);
+    ngx_http_quota_epochs_owing(eps);
 
     if (!ngx_queue_empty(&eps->owing)) {
         ngx_add_timer(&eps->retry, NGX_HTTP_QUOTA_EPOCH_RETRY);
@@ -364,13 +378,24 @@ ngx_http_quota_epochs_retry(ngx_event_t *ev)
 }
 
 
-/* Redis is back: tags with charges waiting look for their epoch again */
+/* Redis is back, perhaps another server: markers read before are read again */
 
 static void
 ngx_http_quota_epochs_ready(void *data)
 {
     ngx_http_quota_epochs_t  *eps = data;
 
+    eps->ready++;
+
+    ngx_http_quota_epochs_owing(eps);
+}
+
+
+/* tags with charges waiting look for their epoch again */
+
+static void
+ngx_http_quota_epochs_owing(ngx_http_quota_epochs_t *eps)
+{
     ngx_queue_t             *q;
     ngx_http_quota_epoch_t  *e;
 

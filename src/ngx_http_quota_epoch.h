@@ -51,8 +51,9 @@ ngx_http_quota_epoch_t *ngx_http_quota_epoch_find(
 /* 0 while not known */
 int64_t ngx_http_quota_epoch_current(ngx_http_quota_epoch_t *e);
 
-/* "<prefix>{tenant=acme}:epoch" */
+/* "<prefix>{tenant=acme}:epoch", and its GET in RESP for transactions */
 ngx_str_t *ngx_http_quota_epoch_mark_key(ngx_http_quota_epoch_t *e);
+ngx_str_t *ngx_http_quota_epoch_mark_get(ngx_http_quota_epoch_t *e);
 
 /* a restore is reading the ledger (this worker's or somebody else's) */
 ngx_uint_t ngx_http_quota_epoch_restoring(ngx_http_quota_epoch_t *e);

@@ -14,6 +14,9 @@
 #include "ngx_http_quota_epoch.h"
 
 
+/* "*2\r\n$3\r\nGET\r\n$" and the key's length, "\r\n" twice */
+#define NGX_HTTP_QUOTA_EPOCH_GET_LEN   (13 + NGX_SIZE_T_LEN + 4)
+
 /* entries kept for tags not in use, at most */
 #define NGX_HTTP_QUOTA_EPOCH_MAX       65536
 
@@ -75,6 +78,10 @@ struct ngx_http_quota_epoch_s {
 
     ngx_str_t                        display;    /* "tenant=acme" */
     ngx_str_t                        mark;       /* marker key */
+    ngx_str_t                        mark_get;   /* GET of it, in RESP */
+    size_t                           seen_len;   /* the marker last read */
+    ngx_uint_t                       seen_ready; /* on that connection */
+    u_char                           seen[QUOTA_EPOCH_MARK_MAX];
     ngx_str_t                        lock;       /* lock key */
     u_char                           data[1];
 };
@@ -93,6 +100,7 @@ struct ngx_http_quota_epochs_s {
     ngx_queue_t                      owing;      /* entries with deferred */
     ngx_uint_t                       ndeferred;
     ngx_event_t                      retry;      /* while some are owing */
+    ngx_uint_t                       ready;      /* Redis connections made */
 
     ngx_http_quota_burst_t           trouble;
 };

@@ -41,6 +41,15 @@ ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
     ngx_str_t          *run_id;
     quota_epoch_mark_e  rc;
 
+    /* the marker of the epoch in force, as it was last read */
+
+    if (e->state == NGX_HTTP_QUOTA_EPOCH_KNOWN && used == e->epoch
+        && e->seen_ready == e->eps->ready && mark->len == e->seen_len
+        && ngx_memcmp(mark->data, e->seen, mark->len) == 0)
+    {
+        return NGX_OK;
+    }
+
     run_id = ngx_http_quota_redis_run_id(e->eps->rd);
 
     epoch = 0;
@@ -48,6 +57,11 @@ ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
                                              run_id->data, run_id->len,
                                              &epoch)
                     : QUOTA_EPOCH_BAD;
+
+    if (rc == QUOTA_EPOCH_CURRENT && mark->len <= QUOTA_EPOCH_MARK_MAX) {
+        e->seen_len = ngx_cpymem(e->seen, mark->data, mark->len) - e->seen;
+        e->seen_ready = e->eps->ready;
+    }
 
     if (rc == QUOTA_EPOCH_CURRENT && epoch == used) {
         return NGX_OK;

@@ -148,8 +148,7 @@ ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
     len = quota_redis_cmd_len(&multi, 1) + quota_redis_cmd_len(&exec, 1);
 
     if (mark) {
-        /* "*2\r\n$3\r\nGET\r\n$<len>\r\n" */
-        len += mark->len + NGX_INT64_LEN + 32;
+        len += mark->len;
     }
 
     for (i = 0; i < n; i++) {
@@ -176,12 +175,7 @@ ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
     *e = quota_redis_cmd_write(buf, &multi, 1);
 
     if (mark) {
-        args[0].data = (u_char *) "GET";
-        args[0].len = 3;
-        args[1].data = mark->data;
-        args[1].len = mark->len;
-
-        e[1] = quota_redis_cmd_write(e[0], args, 2);
+        e[1] = ngx_cpymem(e[0], mark->data, mark->len);
         e++;
     }
 

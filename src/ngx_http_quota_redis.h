@@ -116,7 +116,8 @@ ngx_str_t *ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd);
 ngx_int_t ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd);
 
 /*
- * the increments, after a GET of mark when mark is not NULL.
+ * the increments, after a GET of the epoch marker when mark is not NULL:
+ * mark is that GET already written in RESP (ngx_http_quota_epoch_mark_get).
  * NGX_OK: op->done will be called once, later.  NGX_ERROR: nothing was
  * sent and op->done is never called.
  */
@@ -127,9 +128,10 @@ ngx_int_t ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd,
 /*
  * a write nobody waits for (settlements, give-backs): when Redis cannot
  * take it now (not connected, refused, connection lost) it is kept, up to
- * a bound, and sent again once Redis takes writes.  With mark, the keys
- * are of that epoch marker's `epoch`: when the marker has moved on, the
- * keys written are deleted again.
+ * a bound, and sent again once Redis takes writes.  With mark (the GET
+ * of their epoch marker, in RESP), the keys are of that marker's
+ * `epoch`: when the marker has moved on, the keys written are deleted
+ * again.
  */
 void ngx_http_quota_redis_write(ngx_http_quota_redis_t *rd,
     ngx_http_quota_incr_t *incr, ngx_uint_t n, ngx_str_t *mark,

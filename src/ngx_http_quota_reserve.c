@@ -188,7 +188,7 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
     }
 
     if (ngx_http_quota_redis_incr(txn->rd,
-                                  ngx_http_quota_epoch_mark_key(ctx->entry),
+                                  ngx_http_quota_epoch_mark_get(ctx->entry),
                                   txn->incr, txn->n, &txn->op)
         != NGX_OK)
     {

@@ -268,7 +268,7 @@ ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     }
 
     ngx_http_quota_redis_write(qmcf->redis_store, incr, ctx->nkeys,
-                               e ? ngx_http_quota_epoch_mark_key(e) : NULL,
+                               e ? ngx_http_quota_epoch_mark_get(e) : NULL,
                                epoch);
 }
 
