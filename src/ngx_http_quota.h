@@ -187,7 +187,6 @@ typedef struct {
     int64_t                      charged_epoch;  /* of the keys settled */
     ngx_msec_t                   wait_start;     /* for the epoch */
     ngx_str_t                    tag;            /* "{tenant=acme}" */
-    ngx_str_t                    display;        /* "tenant=acme" */
 
     int64_t                      estimate;
     time_t                       now;

@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_quota_epoch_entry.h"
+#include "quota_row.h"
 
 
 static void ngx_http_quota_epoch_forget(ngx_http_quota_epochs_t *eps);
@@ -81,7 +82,7 @@ ngx_http_quota_epochs_exit(ngx_http_quota_epochs_t *eps)
 
 ngx_http_quota_epoch_t *
 ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
-    ngx_str_t *display)
+    quota_scope_ref_t *first)
 {
     u_char                       *p;
     uint32_t                      hash;
@@ -104,10 +105,13 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
 
     prefix = &ngx_http_quota_redis_conf(eps->rd)->prefix;
 
-    /* the tag, the display tag and its NUL, the marker and the lock keys */
+    /*
+     * the tag, the scope as the ledger writes it ("tenant=acme") and its
+     * NUL, the marker and the lock keys
+     */
 
     e = ngx_calloc(offsetof(ngx_http_quota_epoch_t, data) + tag->len
-                   + display->len + 1
+                   + first->name_len + 1 + 3 * first->value_len + 1
                    + 3 * (prefix->len + tag->len) + 2 * (sizeof(":epoch") - 1)
                    + sizeof(":restoring") - 1 + NGX_HTTP_QUOTA_EPOCH_GET_LEN,
                    eps->log);
@@ -123,8 +127,11 @@ ngx_http_quota_epoch_find(ngx_http_quota_epochs_t *eps, ngx_str_t *tag,
 
     /* NUL-terminated: a query parameter */
     e->display.data = p;
-    e->display.len = display->len;
-    p = ngx_cpymem(p, display->data, display->len);
+    p = ngx_cpymem(p, first->name, first->name_len);
+    *p++ = '=';
+    p += quota_display((char *) p, 3 * first->value_len, first->value,
+                       first->value_len);
+    e->display.len = p - e->display.data;
     *p++ = '\0';
 
     e->mark.data = p;
@@ -206,6 +213,22 @@ ngx_str_t *
 ngx_http_quota_epoch_mark_get(ngx_http_quota_epoch_t *e)
 {
     return &e->mark_get;
+}
+
+
+ngx_str_t *
+ngx_http_quota_epoch_suffix(ngx_http_quota_epoch_t *e)
+{
+    /* written when the epoch changes, not for every counter of every request */
+
+    if (e->suffix_epoch != e->epoch) {
+        e->suffix.data = e->suffix_buf;
+        e->suffix.len = quota_epoch_suffix(e->suffix_buf, e->epoch)
+                        - e->suffix_buf;
+        e->suffix_epoch = e->epoch;
+    }
+
+    return &e->suffix;
 }
 
 

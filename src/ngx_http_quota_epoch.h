@@ -42,11 +42,14 @@ ngx_http_quota_epochs_t *ngx_http_quota_epochs_create(ngx_cycle_t *cycle,
 void ngx_http_quota_epochs_exit(ngx_http_quota_epochs_t *eps);
 
 /*
- * the entry of hash tag "{tenant=acme}", whose display-form scope path is
- * "tenant=acme"; NULL when out of memory
+ * the entry of hash tag "{tenant=acme}", the key form of the request's
+ * first scope; NULL when out of memory
  */
 ngx_http_quota_epoch_t *ngx_http_quota_epoch_find(
-    ngx_http_quota_epochs_t *eps, ngx_str_t *tag, ngx_str_t *display);
+    ngx_http_quota_epochs_t *eps, ngx_str_t *tag, quota_scope_ref_t *first);
+
+/* ":e<epoch>" of the epoch in force, for counter names */
+ngx_str_t *ngx_http_quota_epoch_suffix(ngx_http_quota_epoch_t *e);
 
 /* 0 while not known */
 int64_t ngx_http_quota_epoch_current(ngx_http_quota_epoch_t *e);

@@ -79,6 +79,9 @@ struct ngx_http_quota_epoch_s {
     ngx_str_t                        display;    /* "tenant=acme" */
     ngx_str_t                        mark;       /* marker key */
     ngx_str_t                        mark_get;   /* GET of it, in RESP */
+    ngx_str_t                        suffix;     /* ":e<suffix_epoch>" */
+    int64_t                          suffix_epoch;
+    u_char                           suffix_buf[QUOTA_EPOCH_SUFFIX_MAX];
     size_t                           seen_len;   /* the marker last read */
     ngx_uint_t                       seen_ready; /* on that connection */
     u_char                           seen[QUOTA_EPOCH_MARK_MAX];

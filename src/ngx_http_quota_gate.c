@@ -15,7 +15,6 @@
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_limits.h"
 #include "quota_epoch.h"
-#include "quota_row.h"
 
 
 /* a period's current window and key tail, worked out once a second */
@@ -304,23 +303,10 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         ends[i + 1] = p - path;
     }
 
-    /* the hash tag, and the first scope as the ledger writes it */
+    /* the hash tag */
 
     ctx->tag.data = path;
     ctx->tag.len = ends[1];
-
-    ctx->display.data = ngx_pnalloc(r->pool, ctx->path[0].name_len + 1
-                                             + 3 * ctx->path[0].value_len);
-    if (ctx->display.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(ctx->display.data, ctx->path[0].name,
-                   ctx->path[0].name_len);
-    *p++ = '=';
-    p += quota_display((char *) p, 3 * ctx->path[0].value_len,
-                       ctx->path[0].value, ctx->path[0].value_len);
-    ctx->display.len = p - ctx->display.data;
 
     rule = ctx->conf->rules->elts;
     ctx->nkeys = ctx->conf->rules->nelts;

@@ -77,7 +77,7 @@ ngx_http_quota_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     ctx->entry = ngx_http_quota_epoch_find(qmcf->epochs, &ctx->tag,
-                                           &ctx->display);
+                                           &ctx->path[0]);
     if (ctx->entry == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -235,6 +235,7 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
 {
     u_char                *p;
     size_t                 size;
+    ngx_str_t             *suffix;
     ngx_uint_t             i;
     ngx_http_quota_key_t  *k;
     ngx_http_quota_txn_t  *txn;
@@ -262,10 +263,13 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
 
     p = (u_char *) &txn->incr[txn->n];
 
+    suffix = ngx_http_quota_epoch_suffix(ctx->entry);
+
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
 
-        k->key.len = quota_epoch_suffix(k->key.data + k->base, epoch)
+        k->key.len = ngx_cpymem(k->key.data + k->base, suffix->data,
+                                suffix->len)
                      - k->key.data;
 
         txn->incr[i].key.data = p;

@@ -217,7 +217,7 @@ ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
     e = ctx->entry ? ctx->entry
                    : ngx_http_quota_epoch_find(qmcf->epochs, &ctx->tag,
-                                               &ctx->display);
+                                               &ctx->path[0]);
 
     current = e ? ngx_http_quota_epoch_current(e) : 0;
 
