@@ -159,6 +159,7 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
     ngx_http_quota_txn_t        *txn;
     ngx_http_quota_main_conf_t  *qmcf;
 
+    qmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_quota_module);
     epoch = ngx_http_quota_epoch_current(ctx->entry);
 
     if (epoch == 0) {
@@ -170,16 +171,11 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
             return NGX_OK;
         }
 
-        qmcf = ngx_http_get_module_main_conf(ctx->request,
-                                             ngx_http_quota_module);
-
         ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
         ctx->waiting = 1;
         ctx->wait_start = ngx_current_msec;
         return NGX_AGAIN;
     }
-
-    qmcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_quota_module);
 
     txn = ngx_http_quota_txn_create(ctx, qmcf->redis_store, epoch);
     if (txn == NULL) {
