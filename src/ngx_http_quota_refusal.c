@@ -221,6 +221,7 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->period = k->period;
     d->retry_after = ctx->retry_after;
     d->resets_at = k->window_end;
+    d->now = ngx_time();
 }
 
 

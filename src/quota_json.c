@@ -266,7 +266,7 @@ quota_denial_code(const quota_denial_t *d)
 int
 quota_denial_retry_useless(const quota_denial_t *d)
 {
-    return d->estimate > d->limit || d->retry_after > 60;
+    return d->estimate > d->limit || d->resets_at - d->now > 60;
 }
 
 

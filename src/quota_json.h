@@ -55,6 +55,7 @@ typedef struct {
     quota_period_e            period;
     int64_t                   retry_after;  /* seconds */
     int64_t                   resets_at;    /* Unix time of the reset */
+    int64_t                   now;          /* Unix time of the refusal */
 } quota_denial_t;
 
 
@@ -66,7 +67,11 @@ size_t quota_json_denial(char *buf, size_t size, const quota_denial_t *d);
  */
 const char *quota_denial_code(const quota_denial_t *d);
 
-/* 1 when a client should fail at once: a long wait, or a hopeless one */
+/*
+ * 1 when a client should fail at once: the reset is more than a minute
+ * away, or no reset helps.  The reset, not retry_after: its spread must
+ * not make a minute limit look like a long wait.
+ */
 int quota_denial_retry_useless(const quota_denial_t *d);
 
 /*

@@ -82,6 +82,7 @@ product_denial(const quota_scope_ref_t *path, size_t depth)
     d.period = QUOTA_PERIOD_DAY;
     d.retry_after = 43200;
     d.resets_at = PRODUCT_RESET;
+    d.now = PRODUCT_RESET - 43200;
 
     return d;
 }

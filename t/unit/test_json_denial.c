@@ -336,6 +336,7 @@ test_denial_estimate_exceeds_limit(void **state)
     d.spent = 0;
     d.estimate = USD(60);
     d.retry_after = 5;
+    d.now = d.resets_at - 5;
 
     assert_string_equal(quota_denial_code(&d), "estimate_exceeds_limit");
     assert_true(quota_denial_retry_useless(&d));
@@ -375,12 +376,15 @@ test_denial_retry_useless_past_a_minute(void **state)
 
     assert_true(quota_denial_retry_useless(&d));
 
-    d.retry_after = 61;
+    d.now = d.resets_at - 61;
     assert_true(quota_denial_retry_useless(&d));
 
-    d.retry_after = 60;
+    /* a minute window, its Retry-After spread past 60 s or not */
+    d.now = d.resets_at - 60;
+    d.retry_after = 65;
     assert_false(quota_denial_retry_useless(&d));
 
+    d.now = d.resets_at - 1;
     d.retry_after = 1;
     assert_false(quota_denial_retry_useless(&d));
 }
