@@ -22,6 +22,8 @@
 #include "quota_price.h"
 #include "quota_request.h"
 #include "quota_usage.h"
+#include "quota_ratelimit.h"
+#include "quota_accept.h"
 #include "ngx_http_quota_conn.h"
 #include "ngx_http_quota_redis.h"
 
@@ -281,7 +283,7 @@ ngx_int_t ngx_http_quota_gate_finish(ngx_http_request_t *r,
 ngx_int_t ngx_http_quota_send_refusal(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 ngx_int_t ngx_http_quota_set_headers(ngx_http_request_t *r,
-    ngx_http_quota_key_t *k, int64_t spent, time_t now);
+    ngx_http_quota_ctx_t *ctx, ngx_uint_t refused);
 
 ngx_int_t ngx_http_quota_add_variables(ngx_conf_t *cf);
 

@@ -2,8 +2,9 @@
  * What the gate tells clients: the 429 with Retry-After when a quota is
  * spent, the 503 when the quota store cannot be reached and the location
  * fails closed, the 403/400 for a missing or oversized scope value, each
- * as JSON or, for streaming clients, as SSE; and the X-Quota-* headers
- * that let clients slow down before they reach the limit.
+ * as JSON or, for streaming clients, as SSE; and the RateLimit and
+ * X-Quota-* headers that let clients slow down before they reach the
+ * limit.
  */
 
 
@@ -18,6 +19,10 @@ static ngx_uint_t ngx_http_quota_wants_sse(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static size_t ngx_http_quota_refusal_body(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, char *buf, size_t size);
+static void ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx,
+    quota_denial_t *d);
+static ngx_int_t ngx_http_quota_set_ratelimit(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, int64_t taken, time_t now);
 
 
 static ngx_str_t  ngx_http_quota_limit_header = ngx_string("X-Quota-Limit-Usd");
@@ -25,6 +30,11 @@ static ngx_str_t  ngx_http_quota_remaining_header =
     ngx_string("X-Quota-Remaining-Usd");
 static ngx_str_t  ngx_http_quota_reset_header = ngx_string("X-Quota-Reset");
 static ngx_str_t  ngx_http_quota_retry_header = ngx_string("Retry-After");
+static ngx_str_t  ngx_http_quota_should_retry_header =
+    ngx_string("X-Should-Retry");
+static ngx_str_t  ngx_http_quota_policy_header =
+    ngx_string("RateLimit-Policy");
+static ngx_str_t  ngx_http_quota_state_header = ngx_string("RateLimit");
 
 static ngx_str_t  ngx_http_quota_json_type = ngx_string("application/json");
 static ngx_str_t  ngx_http_quota_sse_type = ngx_string("text/event-stream");
@@ -33,14 +43,13 @@ static ngx_str_t  ngx_http_quota_sse_type = ngx_string("text/event-stream");
 ngx_int_t
 ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    char                  *json, *body;
-    size_t                 len, size;
-    time_t                 now;
-    ngx_int_t              rc;
-    ngx_buf_t             *b;
-    ngx_chain_t            out;
-    const char            *done;
-    ngx_http_quota_key_t  *k;
+    char            *json, *body;
+    size_t           len, size;
+    ngx_int_t        rc;
+    ngx_buf_t       *b;
+    ngx_chain_t      out;
+    const char      *done;
+    quota_denial_t   d;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -48,20 +57,28 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return rc;
     }
 
-    now = ngx_time();
-
     switch (ctx->status) {
 
     case NGX_HTTP_QUOTA_STATUS_DENIED:
-        k = &ctx->keys[ctx->denied];
+        ngx_http_quota_denial(ctx, &d);
 
         r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
-        done = "quota_exceeded";
+        done = quota_denial_code(&d);
 
         if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header,
                                        ctx->retry_after, 0)
             != NGX_OK
-            || ngx_http_quota_set_headers(r, k, k->value - ctx->estimate, now)
+            || ngx_http_quota_set_headers(r, ctx, 1) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* both SDKs would otherwise sleep out a day-long Retry-After */
+
+        if (quota_denial_retry_useless(&d)
+            && ngx_http_quota_push_header(r,
+                                          &ngx_http_quota_should_retry_header,
+                                          (u_char *) "false", 5)
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -146,27 +163,16 @@ static size_t
 ngx_http_quota_refusal_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     char *buf, size_t size)
 {
-    u_char                 *p;
-    const char             *error;
-    quota_denial_t          d;
-    quota_scope_ref_t      *s;
-    ngx_http_quota_key_t   *k;
-    u_char                  msg[256];
+    u_char             *p;
+    const char         *error;
+    quota_denial_t      d;
+    quota_scope_ref_t  *s;
+    u_char              msg[256];
 
     switch (ctx->status) {
 
     case NGX_HTTP_QUOTA_STATUS_DENIED:
-        k = &ctx->keys[ctx->denied];
-
-        d.meter = ctx->conf->meter.data;
-        d.meter_len = ctx->conf->meter.len;
-        d.path = ctx->path;
-        d.depth = k->depth;
-        d.limit = k->limit;
-        d.spent = k->value - ctx->estimate;
-        d.estimate = ctx->estimate;
-        d.period = k->period;
-        d.retry_after = ctx->retry_after;
+        ngx_http_quota_denial(ctx, &d);
 
         return quota_json_denial(buf, size, &d);
 
@@ -198,9 +204,31 @@ ngx_http_quota_refusal_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 }
 
 
+static void
+ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
+{
+    ngx_http_quota_key_t  *k;
+
+    k = &ctx->keys[ctx->denied];
+
+    d->meter = ctx->conf->meter.data;
+    d->meter_len = ctx->conf->meter.len;
+    d->path = ctx->path;
+    d->depth = k->depth;
+    d->limit = k->limit;
+    d->spent = k->value - ctx->estimate;
+    d->estimate = ctx->estimate;
+    d->period = k->period;
+    d->retry_after = ctx->retry_after;
+    d->resets_at = k->window_end;
+    d->now = ngx_time();
+}
+
+
 static ngx_uint_t
 ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
+    unsigned          accept;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -217,10 +245,7 @@ ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         break;
     }
 
-    if (ctx->sse) {
-        return 1;
-    }
-
+    accept = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -238,27 +263,35 @@ ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         if (h[i].key.len == sizeof("Accept") - 1
             && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
-                               sizeof("Accept") - 1) == 0
-            && ngx_strlcasestrn(h[i].value.data,
-                                h[i].value.data + h[i].value.len,
-                                (u_char *) "text/event-stream",
-                                sizeof("text/event-stream") - 2)
-               != NULL)
+                               sizeof("Accept") - 1) == 0)
         {
-            return 1;
+            accept |= quota_accept_scan(h[i].value.data, h[i].value.len);
         }
     }
 
-    return 0;
+    return quota_accept_wants_sse(accept, ctx->sse);
 }
 
 
-/* the limit of counter k, what is left of it after spent, and its reset */
+/*
+ * The X-Quota-* headers of one counter, the denying one or the one with
+ * the least left, and the RateLimit headers of all.  A refused request
+ * took nothing: its estimate is not counted as spent.
+ */
 
 ngx_int_t
-ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_key_t *k,
-    int64_t spent, time_t now)
+ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    ngx_uint_t refused)
 {
+    time_t                 now;
+    int64_t                taken, spent;
+    ngx_http_quota_key_t  *k;
+
+    now = ngx_time();
+    taken = refused ? ctx->estimate : 0;
+    k = &ctx->keys[refused ? ctx->denied : ctx->tightest];
+    spent = k->value - taken;
+
     if (ngx_http_quota_push_number(r, &ngx_http_quota_limit_header,
                                    k->limit, 1)
         != NGX_OK
@@ -272,7 +305,64 @@ ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_key_t *k,
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_http_quota_set_ratelimit(r, ctx, taken, now);
+}
+
+
+static ngx_int_t
+ngx_http_quota_set_ratelimit(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    int64_t taken, time_t now)
+{
+    u_char                *p;
+    size_t                 len;
+    int64_t                start, end;
+    ngx_uint_t             i;
+    quota_scope_ref_t     *s;
+    ngx_http_quota_key_t  *k;
+    quota_rl_item_t        items[NGX_HTTP_QUOTA_MAX_KEYS];
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        k = &ctx->keys[i];
+        s = &ctx->path[k->depth - 1];
+
+        /* the window that ends with this counter's, a month's own length */
+        quota_period_window(k->period, (int64_t) k->window_end - 1, &start,
+                            &end);
+
+        items[i].scope = s->name;
+        items[i].scope_len = s->name_len;
+        items[i].period = k->period;
+        items[i].quota = k->limit;
+        items[i].window = end - start;
+        items[i].remaining = k->limit - (k->value - taken);
+        items[i].reset = ngx_max(k->window_end - now, 1);
+    }
+
+    len = quota_rl_policy(NULL, 0, items, ctx->nkeys);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) quota_rl_policy((char *) p, len, items, ctx->nkeys);
+
+    if (ngx_http_quota_push_header(r, &ngx_http_quota_policy_header, p, len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    len = quota_rl_state(NULL, 0, items, ctx->nkeys);
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) quota_rl_state((char *) p, len, items, ctx->nkeys);
+
+    return ngx_http_quota_push_header(r, &ngx_http_quota_state_header, p, len);
 }
 
 

@@ -44,6 +44,8 @@ static void ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
     ngx_http_quota_redis_res_t *res);
 static void ngx_http_quota_reserve_epoch_ready(
     ngx_http_quota_epoch_waiter_t *w, ngx_int_t rc);
+static ngx_uint_t ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_key_t *k, ngx_http_quota_key_t *denied);
 static void ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx,
     int64_t *values);
 static void ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
@@ -354,12 +356,34 @@ ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
 
 
 /*
+ * Of two denying limits, the one the 429 reports: a limit smaller than
+ * the estimate alone first, as no reset lets the request through, then
+ * the one whose window ends last: waiting for an earlier reset would not
+ * let the request through either.
+ */
+
+static ngx_uint_t
+ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_key_t *k, ngx_http_quota_key_t *denied)
+{
+    ngx_uint_t  hopeless, was_hopeless;
+
+    hopeless = ctx->estimate > k->limit;
+    was_hopeless = ctx->estimate > denied->limit;
+
+    if (hopeless != was_hopeless) {
+        return hopeless;
+    }
+
+    return k->window_end > denied->window_end;
+}
+
+
+/*
  * Admitted only when every counter, with the estimate added, is within
  * its limit, and for a request estimated at nothing, only while some of
- * the limit is left: a limit of 0 refuses everything.  The 429 reports
- * the denying limit whose window ends last: waiting for an earlier reset
- * would not let the request through.  Allowed responses report the limit
- * with the least left.
+ * the limit is left: a limit of 0 refuses everything.  Allowed responses
+ * report the limit with the least left.
  */
 
 static void
@@ -378,7 +402,8 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
         if ((k->value > k->limit
              || (ctx->estimate == 0 && k->value >= k->limit))
             && (denied == NGX_HTTP_QUOTA_MAX_KEYS
-                || k->window_end > ctx->keys[denied].window_end))
+                || ngx_http_quota_reserve_binds(ctx, k,
+                                                &ctx->keys[denied])))
         {
             denied = i;
         }
@@ -399,7 +424,10 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
 
     ctx->status = NGX_HTTP_QUOTA_STATUS_DENIED;
     ctx->denied = denied;
-    ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1);
+
+    /* spread: clients told the same reset would all come back at once */
+    ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1)
+                       + ngx_random() % 6;
 
     ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
                   "quota: denied by \"%V\": %L over limit %L",

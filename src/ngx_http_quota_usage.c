@@ -19,11 +19,7 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     quota_usage_mode_e  mode;
 
     if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED && ctx->nkeys) {
-        if (ngx_http_quota_set_headers(r, &ctx->keys[ctx->tightest],
-                                       ctx->keys[ctx->tightest].value,
-                                       ngx_time())
-            != NGX_OK)
-        {
+        if (ngx_http_quota_set_headers(r, ctx, 0) != NGX_OK) {
             return NGX_ERROR;
         }
     }

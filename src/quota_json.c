@@ -184,102 +184,275 @@ quota_json_percent(char *buf, int64_t spent, int64_t limit)
 }
 
 
+/* "2026-12-02T00:00:00Z" */
+void
+quota_out_time(quota_out_t *o, int64_t t)
+{
+    char      buf[32];
+    int64_t   days, secs, y;
+    unsigned  m, d;
+
+    days = t / 86400;
+    secs = t % 86400;
+
+    if (secs < 0) {
+        days--;
+        secs += 86400;
+    }
+
+    quota_civil_from_days(days, &y, &m, &d);
+
+    quota_out_int(o, y);
+    buf[0] = '-';
+    buf[1] = (char) ('0' + m / 10);
+    buf[2] = (char) ('0' + m % 10);
+    buf[3] = '-';
+    buf[4] = (char) ('0' + d / 10);
+    buf[5] = (char) ('0' + d % 10);
+    buf[6] = 'T';
+    buf[7] = (char) ('0' + secs / 36000);
+    buf[8] = (char) ('0' + secs / 3600 % 10);
+    buf[9] = ':';
+    buf[10] = (char) ('0' + secs % 3600 / 600);
+    buf[11] = (char) ('0' + secs % 600 / 60);
+    buf[12] = ':';
+    buf[13] = (char) ('0' + secs % 60 / 10);
+    buf[14] = (char) ('0' + secs % 10);
+    buf[15] = 'Z';
+    quota_out_bytes(o, buf, 16);
+}
+
+
+/*
+ * The Anthropic envelope both official SDKs parse into their error
+ * objects: the message sits at the top for OpenAI-style clients and in
+ * "error" for Anthropic-style ones; the caller writes the details' fields
+ * and closes with quota_out_envelope_close().
+ */
+
+typedef void (*quota_message_pt)(quota_out_t *o, const void *arg);
+
+static void
+quota_out_envelope_open(quota_out_t *o, const char *type, const char *code,
+    quota_message_pt message, const void *arg)
+{
+    quota_out_str(o, "{\"type\":\"error\",\"message\":\"");
+    message(o, arg);
+    quota_out_str(o, "\",\"error\":{\"type\":\"");
+    quota_out_str(o, type);
+    quota_out_str(o, "\",\"code\":\"");
+    quota_out_str(o, code);
+    quota_out_str(o, "\",\"message\":\"");
+    message(o, arg);
+    quota_out_str(o, "\",\"param\":null,\"details\":{");
+}
+
+
+static void
+quota_out_envelope_close(quota_out_t *o)
+{
+    quota_out_str(o, "}}}\n");
+}
+
+
+const char *
+quota_denial_code(const quota_denial_t *d)
+{
+    return d->estimate > d->limit ? "estimate_exceeds_limit"
+                                  : "quota_exceeded";
+}
+
+
+int
+quota_denial_retry_useless(const quota_denial_t *d)
+{
+    return d->estimate > d->limit || d->resets_at - d->now > 60;
+}
+
+
+/* "user bob of tenant acme" */
+static void
+quota_out_denied_scope(quota_out_t *o, const quota_denial_t *d)
+{
+    size_t                    i;
+    const quota_scope_ref_t  *s;
+
+    s = &d->path[d->depth - 1];
+
+    quota_out_escaped(o, s->name, s->name_len);
+    quota_out_str(o, " ");
+    quota_out_escaped(o, s->value, s->value_len);
+
+    for (i = d->depth - 1; i > 0; i--) {
+        quota_out_str(o, " of ");
+        quota_out_escaped(o, d->path[i - 1].name, d->path[i - 1].name_len);
+        quota_out_str(o, " ");
+        quota_out_escaped(o, d->path[i - 1].value, d->path[i - 1].value_len);
+    }
+}
+
+
+static void
+quota_out_denial_message(quota_out_t *o, const void *arg)
+{
+    const quota_denial_t  *d = arg;
+
+    quota_out_escaped(o, d->meter, d->meter_len);
+
+    if (d->estimate > d->limit) {
+        quota_out_str(o, " request estimated at $");
+        quota_out_money(o, d->estimate);
+        quota_out_str(o, " is larger than the whole limit of ");
+        quota_out_denied_scope(o, d);
+        quota_out_str(o, ", $");
+        quota_out_money(o, d->limit);
+        quota_out_str(o, " per ");
+        quota_out_str(o, quota_period_name(d->period));
+        quota_out_str(o, ": waiting cannot help; lower max_tokens");
+        return;
+    }
+
+    quota_out_str(o, " quota exceeded for ");
+    quota_out_denied_scope(o, d);
+    quota_out_str(o, ": limit $");
+    quota_out_money(o, d->limit);
+    quota_out_str(o, " per ");
+    quota_out_str(o, quota_period_name(d->period));
+    quota_out_str(o, ", spent $");
+    quota_out_money(o, d->spent);
+    quota_out_str(o, ", requested $");
+    quota_out_money(o, d->estimate);
+}
+
+
+/* limit, spent, requested, remaining as money, under the names given */
+static void
+quota_out_denial_money(quota_out_t *o, const quota_denial_t *d,
+    const char *const names[4])
+{
+    size_t   i;
+    int64_t  v[4];
+
+    v[0] = d->limit;
+    v[1] = d->spent;
+    v[2] = d->estimate;
+    v[3] = d->limit - d->spent > 0 ? d->limit - d->spent : 0;
+
+    for (i = 0; i < 4; i++) {
+        quota_out_str(o, names[i]);
+        quota_out_money(o, v[i]);
+    }
+}
+
+
+/* the amounts twice: SDK-neutral names, then the older *Usd ones */
+static void
+quota_out_denial_amounts(quota_out_t *o, const quota_denial_t *d)
+{
+    char  pct[24];
+
+    static const char *const  plain[4] = {
+        ",\"limit\":", ",\"spent\":", ",\"requested\":", ",\"remaining\":"
+    };
+
+    static const char *const  usd[4] = {
+        ",\"limitUsd\":", ",\"currentSpendUsd\":", ",\"estimatedCostUsd\":",
+        ",\"remainingUsd\":"
+    };
+
+    quota_out_str(o, ",\"unit\":\"usd\",\"period\":\"");
+    quota_out_str(o, quota_period_name(d->period));
+    quota_out_bytes(o, "\"", 1);
+    quota_out_denial_money(o, d, plain);
+    quota_out_str(o, ",\"utilizationPercent\":");
+    quota_out_bytes(o, pct, quota_json_percent(pct, d->spent, d->limit));
+    quota_out_str(o, ",\"resetsAt\":\"");
+    quota_out_time(o, d->resets_at);
+    quota_out_str(o, "\",\"retryAfter\":");
+    quota_out_int(o, d->retry_after);
+    quota_out_denial_money(o, d, usd);
+}
+
+
 size_t
 quota_json_denial(char *buf, size_t size, const quota_denial_t *d)
 {
-    char                      pct[24];
     size_t                    i;
-    int64_t                   remaining;
     quota_out_t               o = { buf, size, 0 };
     const quota_scope_ref_t  *s;
 
     s = &d->path[d->depth - 1];
-    remaining = d->limit - d->spent > 0 ? d->limit - d->spent : 0;
 
-    quota_out_str(&o, "{\"error\":\"quota_exceeded\",\"message\":\"");
-    quota_out_escaped(&o, d->meter, d->meter_len);
-    quota_out_str(&o, " quota exceeded for ");
-    quota_out_escaped(&o, s->name, s->name_len);
-    quota_out_str(&o, " ");
-    quota_out_escaped(&o, s->value, s->value_len);
+    quota_out_envelope_open(&o, "rate_limit_error", quota_denial_code(d),
+                            quota_out_denial_message, d);
 
-    for (i = d->depth - 1; i > 0; i--) {
-        quota_out_str(&o, " of ");
-        quota_out_escaped(&o, d->path[i - 1].name, d->path[i - 1].name_len);
-        quota_out_str(&o, " ");
-        quota_out_escaped(&o, d->path[i - 1].value,
-                          d->path[i - 1].value_len);
-    }
-
-    quota_out_str(&o, ": limit $");
-    quota_out_money(&o, d->limit);
-    quota_out_str(&o, " per ");
-    quota_out_str(&o, quota_period_name(d->period));
-    quota_out_str(&o, ", spent $");
-    quota_out_money(&o, d->spent);
-    quota_out_str(&o, ", requested $");
-    quota_out_money(&o, d->estimate);
-
-    quota_out_str(&o, "\",\"resourceType\":");
+    quota_out_str(&o, "\"resourceType\":");
     quota_out_string(&o, d->meter, d->meter_len);
-    quota_out_str(&o, ",\"quotaDetails\":{\"scope\":");
+    quota_out_str(&o, ",\"scope\":");
     quota_out_string(&o, s->name, s->name_len);
     quota_out_str(&o, ",\"scopeId\":");
     quota_out_string(&o, s->value, s->value_len);
 
-    if (d->depth > 1) {
-        quota_out_str(&o, ",\"parentScopes\":{");
+    /* an array, empty at the top: an object would lose repeated names */
+    quota_out_str(&o, ",\"parentScopes\":[");
 
-        for (i = 0; i + 1 < d->depth; i++) {
-            if (i) {
-                quota_out_bytes(&o, ",", 1);
-            }
-
-            quota_out_string(&o, d->path[i].name, d->path[i].name_len);
-            quota_out_bytes(&o, ":", 1);
-            quota_out_string(&o, d->path[i].value, d->path[i].value_len);
-        }
-
+    for (i = 0; i + 1 < d->depth; i++) {
+        quota_out_str(&o, i ? ",{\"scope\":" : "{\"scope\":");
+        quota_out_string(&o, d->path[i].name, d->path[i].name_len);
+        quota_out_str(&o, ",\"scopeId\":");
+        quota_out_string(&o, d->path[i].value, d->path[i].value_len);
         quota_out_bytes(&o, "}", 1);
     }
 
-    quota_out_str(&o, ",\"resourceType\":");
-    quota_out_string(&o, d->meter, d->meter_len);
-    quota_out_str(&o, ",\"limitUsd\":");
-    quota_out_money(&o, d->limit);
-    quota_out_str(&o, ",\"currentSpendUsd\":");
-    quota_out_money(&o, d->spent);
-    quota_out_str(&o, ",\"estimatedCostUsd\":");
-    quota_out_money(&o, d->estimate);
-    quota_out_str(&o, ",\"remainingUsd\":");
-    quota_out_money(&o, remaining);
-    quota_out_str(&o, ",\"period\":\"");
-    quota_out_str(&o, quota_period_name(d->period));
-    quota_out_str(&o, "\",\"utilizationPercent\":");
-    quota_out_bytes(&o, pct, quota_json_percent(pct, d->spent, d->limit));
-    quota_out_str(&o, "},\"retryAfter\":");
-    quota_out_int(&o, d->retry_after);
-    quota_out_str(&o, "}\n");
+    quota_out_bytes(&o, "]", 1);
+
+    quota_out_denial_amounts(&o, d);
+    quota_out_envelope_close(&o);
 
     return o.len;
 }
 
 
+static void
+quota_out_cstring_escaped(quota_out_t *o, const void *arg)
+{
+    quota_out_escaped(o, arg, strlen(arg));
+}
+
+
 size_t
-quota_json_scope_error(char *buf, size_t size, const char *error,
+quota_json_scope_error(char *buf, size_t size, const char *code,
     const char *message, const unsigned char *scope, size_t scope_len)
 {
-    quota_out_t  o = { buf, size, 0 };
+    const char   *type;
+    quota_out_t   o = { buf, size, 0 };
 
-    quota_out_str(&o, "{\"error\":");
-    quota_out_string(&o, (const unsigned char *) error, strlen(error));
-    quota_out_str(&o, ",\"message\":");
-    quota_out_string(&o, (const unsigned char *) message, strlen(message));
-    quota_out_str(&o, ",\"scope\":");
+    type = strcmp(code, "scope_missing") == 0 ? "permission_error"
+                                               : "invalid_request_error";
+
+    quota_out_envelope_open(&o, type, code, quota_out_cstring_escaped,
+                            message);
+    quota_out_str(&o, "\"scope\":");
     quota_out_string(&o, scope, scope_len);
-    quota_out_str(&o, "}\n");
+    quota_out_envelope_close(&o);
 
     return o.len;
+}
+
+
+typedef struct {
+    const unsigned char  *meter;
+    size_t                meter_len;
+} quota_meter_arg_t;
+
+
+static void
+quota_out_unavailable_message(quota_out_t *o, const void *arg)
+{
+    const quota_meter_arg_t  *m = arg;
+
+    quota_out_escaped(o, m->meter, m->meter_len);
+    quota_out_str(o, " quota cannot be checked right now; retry shortly");
 }
 
 
@@ -287,14 +460,15 @@ size_t
 quota_json_unavailable(char *buf, size_t size, const unsigned char *meter,
     size_t meter_len)
 {
-    quota_out_t  o = { buf, size, 0 };
+    quota_out_t        o = { buf, size, 0 };
+    quota_meter_arg_t  m = { meter, meter_len };
 
-    quota_out_str(&o, "{\"error\":\"quota_unavailable\",\"message\":\"");
-    quota_out_escaped(&o, meter, meter_len);
-    quota_out_str(&o, " quota cannot be checked right now; "
-                      "retry shortly\",\"resourceType\":");
+    quota_out_envelope_open(&o, "api_error", "quota_unavailable",
+                            quota_out_unavailable_message, &m);
+    quota_out_str(&o, "\"resourceType\":");
     quota_out_string(&o, meter, meter_len);
-    quota_out_str(&o, ",\"retryAfter\":1}\n");
+    quota_out_str(&o, ",\"retryAfter\":1");
+    quota_out_envelope_close(&o);
 
     return o.len;
 }

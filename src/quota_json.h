@@ -2,7 +2,10 @@
  * The bodies of the module's own responses: the 429 that tells a tenant
  * what was spent, the limit and when it resets, the 403/400 for a bad
  * scope value, the 503 when the quota store is out of reach, and the
- * SSE framing of any of them for streaming clients.  Pure C, no nginx.
+ * SSE framing of any of them for streaming clients.  Each is the one
+ * envelope the OpenAI and Anthropic SDKs both parse: {"type":"error",
+ * "message", "error":{"type","code","message","param":null,"details"}}.
+ * Pure C, no nginx.
  *
  * Every writer works like snprintf: it returns the length the whole body
  * needs and writes no more than size bytes, so a caller sizes the buffer
@@ -51,16 +54,34 @@ typedef struct {
     int64_t                   estimate;     /* this request */
     quota_period_e            period;
     int64_t                   retry_after;  /* seconds */
+    int64_t                   resets_at;    /* Unix time of the reset */
+    int64_t                   now;          /* Unix time of the refusal */
 } quota_denial_t;
 
 
 size_t quota_json_denial(char *buf, size_t size, const quota_denial_t *d);
 
-/* {"error":error,"message":message,"scope":scope} */
-size_t quota_json_scope_error(char *buf, size_t size, const char *error,
+/*
+ * "estimate_exceeds_limit" when the estimate alone is over the limit, so
+ * that no reset lets the request through, else "quota_exceeded"
+ */
+const char *quota_denial_code(const quota_denial_t *d);
+
+/*
+ * 1 when a client should fail at once: the reset is more than a minute
+ * away, or no reset helps.  The reset, not retry_after: its spread must
+ * not make a minute limit look like a long wait.
+ */
+int quota_denial_retry_useless(const quota_denial_t *d);
+
+/*
+ * code "scope_missing" (a permission_error, for 403) or "scope_invalid"
+ * (an invalid_request_error, for 400); details {"scope":scope}
+ */
+size_t quota_json_scope_error(char *buf, size_t size, const char *code,
     const char *message, const unsigned char *scope, size_t scope_len);
 
-/* {"error":"quota_unavailable",...} for fail-closed requests */
+/* code "quota_unavailable", an api_error, for fail-closed requests */
 size_t quota_json_unavailable(char *buf, size_t size,
     const unsigned char *meter, size_t meter_len);
 
@@ -102,6 +123,9 @@ quota_out_str(quota_out_t *o, const char *s)
 
 void quota_out_int(quota_out_t *o, int64_t v);
 void quota_out_money(quota_out_t *o, int64_t micros);
+
+/* Unix time t as ISO 8601 UTC, "2026-12-02T00:00:00Z" */
+void quota_out_time(quota_out_t *o, int64_t t);
 
 /* a JSON string literal, quotes included */
 void quota_out_string(quota_out_t *o, const unsigned char *s, size_t len);

@@ -1,6 +1,7 @@
-# The gate as a tenant sees it: allowed until the limit, then a 429 that
-# says what was spent, what the limit is and when it resets; counters in
-# Redis that a denied request leaves untouched; scopes that nest.
+# The gate as a tenant sees it: allowed until the limit, then a 429 in the
+# SDKs' error envelope that says what was spent, what the limit is and
+# when it resets; RateLimit headers; counters in Redis that a denied
+# request leaves untouched; scopes that nest.
 
 use strict;
 use warnings;
@@ -22,6 +23,18 @@ sub day_left   { 86400 - time % 86400 }
 sub near       { my $want = shift; sub { abs($_[0] - $want) <= $SLACK } }
 sub around     { my $want = shift;
                  '^(' . join('|', map { $want + $_ } -$SLACK .. $SLACK) . ')$' }
+
+# Retry-After is spread by up to 5 s past the reset
+sub spread     { my $want = shift;
+                 sub { $_[0] >= $want - $SLACK && $_[0] <= $want + 5 + $SLACK } }
+sub around_spread { my $want = shift;
+                 '^(' . join('|', map { $want + $_ } -$SLACK .. 5 + $SLACK)
+                 . ')$' }
+
+sub iso_utc    { my @t = gmtime shift;
+                 sprintf '%04d-%02d-%02dT%02d:%02d:%02dZ', $t[5] + 1900,
+                         $t[4] + 1, @t[3, 2, 1, 0] }
+sub day_end    { time + day_left() }
 
 sub month_left {
     my @t = gmtime;
@@ -58,21 +71,29 @@ X-User-Id: bob
 Content-Type: application/json
 X-Quota-Limit-Usd: 0.10
 X-Quota-Remaining-Usd: 0.02
---- response_headers_like
-Retry-After: ^\d+$
+X-Should-Retry: false
+RateLimit-Policy: "tenant-day";q=200000;w=86400, "user-day";q=100000;w=86400
+--- response_headers_like eval
+"Retry-After: ^\\d+\$\nRateLimit: ^\"user-day\";r=20000;t=" . substr(around(day_left()), 1)
 --- response_json eval
+my $msg = 'llm quota exceeded for user bob of tenant acme: '
+          . 'limit $0.10 per day, spent $0.08, requested $0.04';
 {
-    error        => 'quota_exceeded',
-    message      => 'llm quota exceeded for user bob of tenant acme: '
-                    . 'limit $0.10 per day, spent $0.08, requested $0.04',
-    resourceType => 'llm',
-    quotaDetails => {
-        scope => 'user', scopeId => 'bob', resourceType => 'llm',
-        parentScopes => { tenant => 'acme' },
-        limitUsd => 0.10, currentSpendUsd => 0.08, estimatedCostUsd => 0.04,
-        remainingUsd => 0.02, period => 'day', utilizationPercent => 80.0,
+    type    => 'error',
+    message => $msg,
+    error   => {
+        type => 'rate_limit_error', code => 'quota_exceeded',
+        message => $msg, param => undef,
+        details => {
+            resourceType => 'llm', scope => 'user', scopeId => 'bob',
+            parentScopes => [ { scope => 'tenant', scopeId => 'acme' } ],
+            unit => 'usd', period => 'day', limit => 0.10, spent => 0.08,
+            requested => 0.04, remaining => 0.02, utilizationPercent => 80.0,
+            resetsAt => iso_utc(day_end()), retryAfter => spread(day_left()),
+            limitUsd => 0.10, currentSpendUsd => 0.08,
+            estimatedCostUsd => 0.04, remainingUsd => 0.02,
+        },
     },
-    retryAfter   => near(day_left()),
 }
 --- redis_expect eval
 {
@@ -112,13 +133,15 @@ X-User-Id: bob
 {
     message      => 'llm quota exceeded for tenant acme: limit $1000.00 '
                     . 'per month, spent $999.00, requested $2.00',
-    quotaDetails => { scope => 'tenant', scopeId => 'acme', period => 'month',
-                      limitUsd => 1000, remainingUsd => 1,
-                      utilizationPercent => 99.9 },
-    retryAfter   => near(month_left()),
+    error => { code => 'quota_exceeded', details => {
+                      scope => 'tenant', scopeId => 'acme', period => 'month',
+                      limitUsd => 1000, remainingUsd => 1, limit => 1000,
+                      remaining => 1, utilizationPercent => 99.9,
+                      resetsAt => iso_utc(time + month_left()),
+                      retryAfter => spread(month_left()) } },
 }
 --- response_headers_like eval
-"Retry-After: " . around(month_left())
+"Retry-After: " . around_spread(month_left())
 --- redis_expect eval
 {
     quota_key(scopes => [tenant => 'acme'], meter => 'llm', period => 'day')
@@ -151,17 +174,24 @@ GET /v1/chat
 X-Tenant-Id: acme
 --- error_code: 429
 --- response_json eval
+my $msg = 'llm quota exceeded for tenant acme: limit $50.00 per day, '
+          . 'spent $48.50, requested $2.00';
 {
-    error        => 'quota_exceeded',
-    message      => 'llm quota exceeded for tenant acme: limit $50.00 per '
-                    . 'day, spent $48.50, requested $2.00',
-    resourceType => 'llm',
-    quotaDetails => {
-        scope => 'tenant', scopeId => 'acme', resourceType => 'llm',
-        limitUsd => 50.00, currentSpendUsd => 48.50, estimatedCostUsd => 2.00,
-        remainingUsd => 1.50, period => 'day', utilizationPercent => 97.0,
+    type    => 'error',
+    message => $msg,
+    error   => {
+        type => 'rate_limit_error', code => 'quota_exceeded',
+        message => $msg, param => undef,
+        details => {
+            resourceType => 'llm', scope => 'tenant', scopeId => 'acme',
+            parentScopes => [], unit => 'usd', period => 'day',
+            limit => 50.00, spent => 48.50, requested => 2.00,
+            remaining => 1.50, utilizationPercent => 97.0,
+            resetsAt => iso_utc(day_end()), retryAfter => spread(day_left()),
+            limitUsd => 50.00, currentSpendUsd => 48.50,
+            estimatedCostUsd => 2.00, remainingUsd => 1.50,
+        },
     },
-    retryAfter   => near(day_left()),
 }
 --- redis_expect eval
 {
@@ -232,7 +262,7 @@ Content-Type: text/event-stream
 --- response_headers_like
 Retry-After: ^\d+$
 --- response_body_like
-\Aevent: error\ndata: \{"error":"quota_exceeded","message":"llm quota exceeded for tenant acme: limit \$0\.01 per day, spent \$0\.00, requested \$0\.02",[^\n]*"retryAfter":\d+\}\n\nevent: done\ndata: \{"status":"quota_exceeded"\}\n\n\z
+\Aevent: error\ndata: \{"type":"error","message":"llm request estimated at \$0\.02 is larger than the whole limit of tenant acme, \$0\.01 per day: waiting cannot help; lower max_tokens","error":\{"type":"rate_limit_error","code":"estimate_exceeds_limit",[^\n]*"retryAfter":\d+[^\n]*\}\}\}\n\nevent: done\ndata: \{"status":"estimate_exceeds_limit"\}\n\n\z
 
 
 
@@ -289,8 +319,10 @@ X-Tenant-Id: acme
 --- response_headers
 Content-Type: application/json
 --- response_json eval
-{ error => 'scope_missing', scope => 'user',
-  message => qr/quota scope "user" has no value/ }
+{ type => 'error', message => qr/quota scope "user" has no value/,
+  error => { type => 'permission_error', code => 'scope_missing',
+             message => qr/quota scope "user" has no value/, param => undef,
+             details => { scope => 'user' } } }
 --- redis_expect eval
 { quota_key(scopes => [tenant => 'acme'], meter => 'llm', period => 'day')
       => undef }
@@ -315,7 +347,9 @@ GET /v1/chat
 { 'X-Tenant-Id' => 'x' x 257 }
 --- error_code: 400
 --- response_json eval
-{ error => 'scope_invalid', scope => 'tenant' }
+{ type => 'error', message => qr/quota scope "tenant" is longer than 256/,
+  error => { type => 'invalid_request_error', code => 'scope_invalid',
+             param => undef, details => { scope => 'tenant' } } }
 
 
 
@@ -382,8 +416,13 @@ X-User-Id: bob
 X-Quota-Limit-Usd: 5.00
 X-Quota-Remaining-Usd: 4.75
 !Retry-After
+!X-Should-Retry
 --- response_headers_like eval
-"X-Quota-Reset: " . around(day_left())
+"X-Quota-Reset: " . around(day_left()) . "\n"
+. "RateLimit-Policy: ^\"tenant-day\";q=50000000;w=86400, "
+. "\"user-day\";q=5000000;w=86400, \"tenant-month\";q=1000000000;"
+. "w=(2419200|2505600|2592000|2678400)\$\n"
+. "RateLimit: ^\"user-day\";r=4750000;t=" . substr(around(day_left()), 1)
 
 
 
@@ -440,7 +479,8 @@ X-Quota-Remaining-Usd: 4.75
 ]
 --- error_codes: 200 429
 --- response_json eval
-{ quotaDetails => { estimatedCostUsd => 5, period => 'month' } }
+{ error => { code => 'estimate_exceeds_limit',
+             details => { estimatedCostUsd => 5, period => 'day' } } }
 --- error_log
 quota: estimate "-3" is not an amount, reserving 5000000
 --- redis_expect eval

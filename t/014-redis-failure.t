@@ -138,7 +138,7 @@ subtest 'Redis killed: no waiting, then enforcement resumes by itself' => sub {
     cmp_ok($closed->{elapsed}, '<', $TIMEOUT / 2 * $SCALE, 'without waiting');
     is($closed->{headers}{'content-type'}, 'application/json', 'as JSON');
     is($closed->{headers}{'retry-after'}, '1', 'with Retry-After: 1');
-    like($closed->{body}, qr/"error":"quota_unavailable"/, 'saying why');
+    like($closed->{body}, qr/"code":"quota_unavailable"/, 'saying why');
 
     redis_restart();
 

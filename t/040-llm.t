@@ -75,8 +75,11 @@ subtest 'a request whose max_tokens does not fit is refused before the call' => 
     my $res = chat('/tight', { model => 'gpt-4o', max_tokens => 10000, @hello });
     is($res->{status}, 429, 'refused');
     my $j = decode_json($res->{body});
-    is($j->{quotaDetails}{estimatedCostUsd} * 1e6, estimate(2.5, 10, 10000),
+    is($j->{error}{details}{estimatedCostUsd} * 1e6, estimate(2.5, 10, 10000),
        'the 429 names the estimate from max_tokens');
+    is($j->{error}{code}, 'estimate_exceeds_limit',
+       'larger than the whole limit: waiting cannot help');
+    is($res->{headers}{'x-should-retry'}, 'false', 'so the SDKs do not retry');
     # the reservation is returned before the ledger row is written
     is_deeply([@{row($res->{tenant})}[0 .. 2]],
               ['denied', estimate(2.5, 10, 10000), 0],
@@ -152,7 +155,8 @@ subtest '"stream": true gets its 429 as SSE' => sub {
                                max_tokens => 10000, @hello });
     is($res->{status}, 429, 'refused');
     is($res->{headers}{'content-type'}, 'text/event-stream', 'as SSE');
-    like($res->{body}, qr/^event: error\ndata: \{"error":"quota_exceeded"/,
+    like($res->{body},
+         qr/^event: error\ndata: \{"type":"error",.*"code":"estimate_exceeds_limit"/,
          'with the error event');
 };
 

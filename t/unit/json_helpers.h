@@ -2,7 +2,8 @@
  * Helpers shared by the unit tests of src/quota_json.c (test_json_*.c):
  * the includes, U(), USD(), the canary byte, the PRODUCT example body and
  * denial, scope(), denial() (a whole body sized by a (NULL, 0) call),
- * load() and get() on top of jansson, and the check_str/check_integer
+ * load(), get() and envelope() (checks the error envelope, returns its
+ * details) on top of jansson, and the check_str/check_integer
  * macros.  Each test binary compiles its own copy.
  */
 
@@ -30,16 +31,24 @@
 #define USD(x)   ((int64_t) ((x) * 1000000))
 
 
+#define PRODUCT_MESSAGE                                                      \
+    "llm quota exceeded for tenant acme: limit $50.00 per day,"              \
+    " spent $48.50, requested $2.00"
+
 static const char  product_body[] =
-    "{\"error\":\"quota_exceeded\","
-    "\"message\":\"llm quota exceeded for tenant acme: limit $50.00 per day,"
-    " spent $48.50, requested $2.00\","
-    "\"resourceType\":\"llm\","
-    "\"quotaDetails\":{\"scope\":\"tenant\",\"scopeId\":\"acme\","
-    "\"resourceType\":\"llm\",\"limitUsd\":50.00,\"currentSpendUsd\":48.50,"
-    "\"estimatedCostUsd\":2.00,\"remainingUsd\":1.50,\"period\":\"day\","
-    "\"utilizationPercent\":97.0},"
-    "\"retryAfter\":43200}\n";
+    "{\"type\":\"error\",\"message\":\"" PRODUCT_MESSAGE "\","
+    "\"error\":{\"type\":\"rate_limit_error\",\"code\":\"quota_exceeded\","
+    "\"message\":\"" PRODUCT_MESSAGE "\",\"param\":null,"
+    "\"details\":{\"resourceType\":\"llm\",\"scope\":\"tenant\","
+    "\"scopeId\":\"acme\",\"parentScopes\":[],\"unit\":\"usd\","
+    "\"period\":\"day\",\"limit\":50.00,\"spent\":48.50,\"requested\":2.00,"
+    "\"remaining\":1.50,\"utilizationPercent\":97.0,"
+    "\"resetsAt\":\"2026-12-02T00:00:00Z\",\"retryAfter\":43200,"
+    "\"limitUsd\":50.00,\"currentSpendUsd\":48.50,\"estimatedCostUsd\":2.00,"
+    "\"remainingUsd\":1.50}}}\n";
+
+/* 2026-12-02T00:00:00Z */
+#define PRODUCT_RESET  1796169600
 
 
 static inline quota_scope_ref_t
@@ -72,6 +81,8 @@ product_denial(const quota_scope_ref_t *path, size_t depth)
     d.estimate = USD(2);
     d.period = QUOTA_PERIOD_DAY;
     d.retry_after = 43200;
+    d.resets_at = PRODUCT_RESET;
+    d.now = PRODUCT_RESET - 43200;
 
     return d;
 }
@@ -133,6 +144,27 @@ get(json_t *obj, const char *key)
     }
 
     return v;
+}
+
+
+/* the "details" of the envelope j, after checking the envelope itself */
+static inline json_t *
+envelope(json_t *j, const char *type, const char *code)
+{
+    json_t  *e;
+
+    assert_int_equal(json_object_size(j), 3);
+    assert_string_equal(json_string_value(get(j, "type")), "error");
+
+    e = get(j, "error");
+    assert_int_equal(json_object_size(e), 5);
+    assert_string_equal(json_string_value(get(e, "type")), type);
+    assert_string_equal(json_string_value(get(e, "code")), code);
+    assert_true(json_is_null(get(e, "param")));
+    assert_true(json_equal(get(e, "message"), get(j, "message")));
+    assert_true(json_is_object(get(e, "details")));
+
+    return get(e, "details");
 }
 
 

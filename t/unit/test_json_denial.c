@@ -2,7 +2,8 @@
  * Unit tests for src/quota_json.c, the 429 denial body: the PRODUCT
  * example field by field and byte for byte, nested scopes and their
  * parentScopes, over-spent and zero limits, micro-dollar amounts, every
- * period, and the utilization percentage.  Bodies are parsed back with
+ * period, resetsAt, estimate_exceeds_limit and when a retry is useless,
+ * and the utilization percentage.  Bodies are parsed back with
  * jansson (json_loadb, flags 0).
  */
 
@@ -34,26 +35,29 @@ test_denial_product_example_fields(void **state)
     body = denial(&d, &len);
     j = load(body, len, 0);
 
-    assert_int_equal(json_object_size(j), 5);
-    check_str(j, "error", "quota_exceeded");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
     check_str(j, "message", "llm quota exceeded for tenant acme: limit "
               "$50.00 per day, spent $48.50, requested $2.00");
-    check_str(j, "resourceType", "llm");
-    check_integer(j, "retryAfter", 43200);
 
-    q = get(j, "quotaDetails");
-    assert_true(json_is_object(q));
-    assert_int_equal(json_object_size(q), 9);
+    assert_int_equal(json_object_size(q), 17);
+    check_str(q, "resourceType", "llm");
     check_str(q, "scope", "tenant");
     check_str(q, "scopeId", "acme");
-    check_str(q, "resourceType", "llm");
+    check_str(q, "unit", "usd");
+    check_str(q, "period", "day");
+    check_real(q, "limit", 50.0);
+    check_real(q, "spent", 48.5);
+    check_real(q, "requested", 2.0);
+    check_real(q, "remaining", 1.5);
+    check_real(q, "utilizationPercent", 97.0);
+    check_str(q, "resetsAt", "2026-12-02T00:00:00Z");
+    check_integer(q, "retryAfter", 43200);
     check_real(q, "limitUsd", 50.0);
     check_real(q, "currentSpendUsd", 48.5);
     check_real(q, "estimatedCostUsd", 2.0);
     check_real(q, "remainingUsd", 1.5);
-    check_str(q, "period", "day");
-    check_real(q, "utilizationPercent", 97.0);
-    assert_null(json_object_get(q, "parentScopes"));
+    assert_true(json_is_array(get(q, "parentScopes")));
+    assert_int_equal(json_array_size(get(q, "parentScopes")), 0);
 
     json_decref(j);
     free(body);
@@ -101,15 +105,16 @@ test_denial_nested_scope_names_its_parent(void **state)
     check_str(j, "message", "llm quota exceeded for user bob of tenant acme:"
               " limit $50.00 per day, spent $48.50, requested $2.00");
 
-    q = get(j, "quotaDetails");
-    assert_int_equal(json_object_size(q), 10);
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
+    assert_int_equal(json_object_size(q), 17);
     check_str(q, "scope", "user");
     check_str(q, "scopeId", "bob");
 
     p = get(q, "parentScopes");
-    assert_true(json_is_object(p));
-    assert_int_equal(json_object_size(p), 1);
-    check_str(p, "tenant", "acme");
+    assert_true(json_is_array(p));
+    assert_int_equal(json_array_size(p), 1);
+    check_str(json_array_get(p, 0), "scope", "tenant");
+    check_str(json_array_get(p, 0), "scopeId", "acme");
 
     json_decref(j);
     free(body);
@@ -138,16 +143,15 @@ test_denial_three_levels_lists_parents_outermost_first(void **state)
               "tenant acme: limit $50.00 per day, spent $48.50, requested "
               "$2.00");
 
-    q = get(j, "quotaDetails");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
     check_str(q, "scope", "user");
     check_str(q, "scopeId", "bob");
 
     p = get(q, "parentScopes");
-    assert_int_equal(json_object_size(p), 2);
-    check_str(p, "tenant", "acme");
-    check_str(p, "team", "t1");
+    assert_int_equal(json_array_size(p), 2);
     assert_non_null(strstr(body,
-                    "\"parentScopes\":{\"tenant\":\"acme\",\"team\":\"t1\"}"));
+                    "\"parentScopes\":[{\"scope\":\"tenant\",\"scopeId\":"
+                    "\"acme\"},{\"scope\":\"team\",\"scopeId\":\"t1\"}]"));
 
     json_decref(j);
     free(body);
@@ -171,13 +175,14 @@ test_denial_over_spent_has_no_negative_remaining(void **state)
     body = denial(&d, &len);
     j = load(body, len, 0);
 
-    q = get(j, "quotaDetails");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
     check_real(q, "remainingUsd", 0.0);
     check_real(q, "currentSpendUsd", 52.25);
     check_real(q, "utilizationPercent", 104.5);
     check_str(j, "message", "llm quota exceeded for tenant acme: limit "
               "$50.00 per day, spent $52.25, requested $2.00");
-    assert_non_null(strstr(body, "\"remainingUsd\":0.00,"));
+    assert_non_null(strstr(body, "\"remaining\":0.00,"));
+    assert_non_null(strstr(body, "\"remainingUsd\":0.00}"));
 
     json_decref(j);
     free(body);
@@ -201,7 +206,7 @@ test_denial_exactly_at_limit(void **state)
     body = denial(&d, &len);
     j = load(body, len, 0);
 
-    q = get(j, "quotaDetails");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
     check_real(q, "remainingUsd", 0.0);
     check_real(q, "utilizationPercent", 100.0);
 
@@ -229,13 +234,14 @@ test_denial_zero_limit(void **state)
     body = denial(&d, &len);
     j = load(body, len, 0);
 
-    q = get(j, "quotaDetails");
+    q = envelope(j, "rate_limit_error", "estimate_exceeds_limit");
     check_real(q, "limitUsd", 0.0);
     check_real(q, "remainingUsd", 0.0);
     check_real(q, "estimatedCostUsd", 0.3);
     check_real(q, "utilizationPercent", 100.0);
-    check_str(j, "message", "llm quota exceeded for tenant acme: limit "
-              "$0.00 per day, spent $0.00, requested $0.30");
+    check_str(j, "message", "llm request estimated at $0.30 is larger than "
+              "the whole limit of tenant acme, $0.00 per day: waiting cannot "
+              "help; lower max_tokens");
 
     json_decref(j);
     free(body);
@@ -261,7 +267,7 @@ test_denial_micro_dollar_amounts(void **state)
     body = denial(&d, &len);
     j = load(body, len, 0);
 
-    q = get(j, "quotaDetails");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
     check_real(q, "limitUsd", 1.234567);
     check_real(q, "currentSpendUsd", 1.000001);
     check_real(q, "estimatedCostUsd", 0.000001);
@@ -283,7 +289,7 @@ test_denial_every_period_name(void **state)
     char               want[256];
     quota_scope_ref_t  path[1];
     quota_denial_t     d;
-    json_t            *j;
+    json_t            *j, *q;
     char              *body;
     size_t             len;
     int                p;
@@ -303,12 +309,108 @@ test_denial_every_period_name(void **state)
                  "limit $50.00 per %s, spent $48.50, requested $2.00",
                  names[p]);
         check_str(j, "message", want);
-        check_str(get(j, "quotaDetails"), "period", names[p]);
-        check_integer(j, "retryAfter", 7 + p);
+        q = envelope(j, "rate_limit_error", "quota_exceeded");
+        check_str(q, "period", names[p]);
+        check_integer(q, "retryAfter", 7 + p);
 
         json_decref(j);
         free(body);
     }
+}
+
+
+static void
+test_denial_estimate_exceeds_limit(void **state)
+{
+    quota_scope_ref_t   path[2];
+    quota_denial_t      d;
+    json_t             *j, *q;
+    char               *body;
+    size_t              len;
+
+    (void) state;
+
+    path[0] = scope("tenant", "acme", 4);
+    path[1] = scope("user", "bob", 3);
+    d = product_denial(path, 2);
+    d.spent = 0;
+    d.estimate = USD(60);
+    d.retry_after = 5;
+    d.now = d.resets_at - 5;
+
+    assert_string_equal(quota_denial_code(&d), "estimate_exceeds_limit");
+    assert_true(quota_denial_retry_useless(&d));
+
+    body = denial(&d, &len);
+    j = load(body, len, 0);
+
+    q = envelope(j, "rate_limit_error", "estimate_exceeds_limit");
+    check_str(j, "message", "llm request estimated at $60.00 is larger than "
+              "the whole limit of user bob of tenant acme, $50.00 per day: "
+              "waiting cannot help; lower max_tokens");
+    check_real(q, "requested", 60.0);
+    check_real(q, "limit", 50.0);
+    check_real(q, "remaining", 50.0);
+    check_integer(q, "retryAfter", 5);
+
+    json_decref(j);
+    free(body);
+
+    /* equal to the limit fits once the window resets */
+    d.estimate = d.limit;
+    assert_string_equal(quota_denial_code(&d), "quota_exceeded");
+    assert_false(quota_denial_retry_useless(&d));
+}
+
+
+static void
+test_denial_retry_useless_past_a_minute(void **state)
+{
+    quota_scope_ref_t  path[1];
+    quota_denial_t     d;
+
+    (void) state;
+
+    path[0] = scope("tenant", "acme", 4);
+    d = product_denial(path, 1);
+
+    assert_true(quota_denial_retry_useless(&d));
+
+    d.now = d.resets_at - 61;
+    assert_true(quota_denial_retry_useless(&d));
+
+    /* a minute window, its Retry-After spread past 60 s or not */
+    d.now = d.resets_at - 60;
+    d.retry_after = 65;
+    assert_false(quota_denial_retry_useless(&d));
+
+    d.now = d.resets_at - 1;
+    d.retry_after = 1;
+    assert_false(quota_denial_retry_useless(&d));
+}
+
+
+#define check_time(t, want)                                                  \
+    do {                                                                     \
+        char         b_[64];                                                 \
+        quota_out_t  o_ = { b_, sizeof(b_), 0 };                             \
+                                                                             \
+        quota_out_time(&o_, (t));                                            \
+        assert_int_equal(o_.len, strlen(want));                              \
+        assert_memory_equal(b_, (want), o_.len);                             \
+    } while (0)
+
+
+static void
+test_resets_at_iso_8601(void **state)
+{
+    (void) state;
+
+    check_time(0, "1970-01-01T00:00:00Z");
+    check_time(PRODUCT_RESET, "2026-12-02T00:00:00Z");
+    check_time(PRODUCT_RESET - 1, "2026-12-01T23:59:59Z");
+    check_time(1709164800 + 45296, "2024-02-29T12:34:56Z");
+    check_time(-1, "1969-12-31T23:59:59Z");
 }
 
 
@@ -383,6 +485,9 @@ main(void)
         cmocka_unit_test(test_denial_zero_limit),
         cmocka_unit_test(test_denial_micro_dollar_amounts),
         cmocka_unit_test(test_denial_every_period_name),
+        cmocka_unit_test(test_denial_estimate_exceeds_limit),
+        cmocka_unit_test(test_denial_retry_useless_past_a_minute),
+        cmocka_unit_test(test_resets_at_iso_8601),
         cmocka_unit_test(test_percent_examples),
         cmocka_unit_test(test_percent_zero_or_negative_limit_is_full),
         cmocka_unit_test(test_percent_clamps_extreme_spend),

@@ -116,7 +116,7 @@ check_scope_id(const void *id, size_t len, const char *want, size_t want_len,
     assert_null(memchr(body, '\n', blen - 1));
 
     j = load(body, blen, flags);
-    q = get(j, "quotaDetails");
+    q = get(get(j, "error"), "details");
 
     m = get(q, "scopeId");
     assert_true(json_is_string(m));

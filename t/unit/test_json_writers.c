@@ -1,8 +1,8 @@
 /*
  * Unit tests for src/quota_json.c, the writers: the snprintf-like
  * contract of every writer ((NULL, 0) sizing, truncation with a canary
- * after the buffer), the SSE framing, and the scope-error and unavailable
- * bodies.  Bodies are parsed back with jansson (json_loadb, flags 0).
+ * after the buffer), the SSE framing, and the scope-error (403
+ * scope_missing, 400 scope_invalid) and unavailable (503) envelopes.  Bodies are parsed back with jansson (json_loadb, flags 0).
  */
 
 #include "json_helpers.h"
@@ -66,7 +66,7 @@ w_scope_error(char *buf, size_t size, const void *arg)
 {
     (void) arg;
 
-    return quota_json_scope_error(buf, size, "invalid_scope",
+    return quota_json_scope_error(buf, size, "scope_invalid",
                                   "scope value \"x\" too long",
                                   U("ac\xffme\""), 6);
 }
@@ -97,6 +97,14 @@ w_string(char *buf, size_t size, const void *arg)
 }
 
 
+static const char  unavailable_body[] =
+    "{\"type\":\"error\",\"message\":\"llm quota cannot be checked right "
+    "now; retry shortly\",\"error\":{\"type\":\"api_error\","
+    "\"code\":\"quota_unavailable\",\"message\":\"llm quota cannot be "
+    "checked right now; retry shortly\",\"param\":null,"
+    "\"details\":{\"resourceType\":\"llm\",\"retryAfter\":1}}}\n";
+
+
 static void
 test_null_zero_call_returns_the_length(void **state)
 {
@@ -113,13 +121,13 @@ test_null_zero_call_returns_the_length(void **state)
     assert_int_equal(quota_json_denial(NULL, 0, &d),
                      sizeof(product_body) - 1);
     assert_int_equal(quota_json_unavailable(NULL, 0, U("llm"), 3),
-                     strlen("{\"error\":\"quota_unavailable\",\"message\":"
-                            "\"llm quota cannot be checked right now; "
-                            "retry shortly\",\"resourceType\":\"llm\","
-                            "\"retryAfter\":1}\n"));
+                     strlen(unavailable_body));
     assert_int_equal(quota_json_scope_error(NULL, 0, "e", "m", U("s"), 1),
-                     strlen("{\"error\":\"e\",\"message\":\"m\","
-                            "\"scope\":\"s\"}\n"));
+                     strlen("{\"type\":\"error\",\"message\":\"m\","
+                            "\"error\":{\"type\":\"invalid_request_error\","
+                            "\"code\":\"e\",\"message\":\"m\","
+                            "\"param\":null,\"details\":{\"scope\":\"s\"}}}"
+                            "\n"));
     assert_int_equal(quota_sse_wrap(NULL, 0, "{}\n", 3, "x"),
                      strlen("event: error\ndata: {}\n\nevent: done\n"
                             "data: {\"status\":\"x\"}\n\n"));
@@ -239,35 +247,40 @@ test_scope_error_body(void **state)
 {
     char     buf[512];
     size_t   n;
-    json_t  *j;
+    json_t  *j, *q;
 
     (void) state;
 
-    n = quota_json_scope_error(buf, sizeof(buf), "invalid_scope",
-                               "scope value is too long", U("acme"), 4);
+    n = quota_json_scope_error(buf, sizeof(buf), "scope_missing",
+                               "quota scope \"user\" has no value",
+                               U("user"), 4);
     assert_true(n < sizeof(buf));
     assert_int_equal(buf[n - 1], '\n');
-    assert_memory_equal(buf, "{\"error\":\"invalid_scope\",\"message\":"
-                        "\"scope value is too long\",\"scope\":\"acme\"}\n",
-                        n);
+    assert_memory_equal(buf, "{\"type\":\"error\",\"message\":\"quota "
+                        "scope \\\"user\\\" has no value\",\"error\":{"
+                        "\"type\":\"permission_error\",\"code\":"
+                        "\"scope_missing\",\"message\":\"quota scope "
+                        "\\\"user\\\" has no value\",\"param\":null,"
+                        "\"details\":{\"scope\":\"user\"}}}\n", n);
 
     j = load(buf, n, 0);
-    assert_int_equal(json_object_size(j), 3);
-    check_str(j, "error", "invalid_scope");
-    check_str(j, "message", "scope value is too long");
-    check_str(j, "scope", "acme");
+    q = envelope(j, "permission_error", "scope_missing");
+    assert_int_equal(json_object_size(q), 1);
+    check_str(q, "scope", "user");
+    check_str(j, "message", "quota scope \"user\" has no value");
     json_decref(j);
 
-    /* quotes in the message, invalid bytes in the scope */
-    n = quota_json_scope_error(buf, sizeof(buf), "scope_forbidden",
-                               "tenant \"x\\y\" is not allowed",
+    /* quotes and backslashes in the message, invalid bytes in the scope */
+    n = quota_json_scope_error(buf, sizeof(buf), "scope_invalid",
+                               "tenant \"x\\y\" is too long",
                                U("a\xff\"\x01"), 4);
     assert_true(n < sizeof(buf));
 
     j = load(buf, n, 0);
-    check_str(j, "error", "scope_forbidden");
-    check_str(j, "message", "tenant \"x\\y\" is not allowed");
-    check_str(j, "scope", "a" FFFD "\"\x01");
+    q = envelope(j, "invalid_request_error", "scope_invalid");
+    check_str(j, "message", "tenant \"x\\y\" is too long");
+    check_str(get(j, "error"), "message", "tenant \"x\\y\" is too long");
+    check_str(q, "scope", "a" FFFD "\"\x01");
     json_decref(j);
 }
 
@@ -275,34 +288,31 @@ test_scope_error_body(void **state)
 static void
 test_unavailable_body(void **state)
 {
-    static const char  want[] =
-        "{\"error\":\"quota_unavailable\",\"message\":\"llm quota cannot be "
-        "checked right now; retry shortly\",\"resourceType\":\"llm\","
-        "\"retryAfter\":1}\n";
-
     char     buf[512];
     size_t   n;
-    json_t  *j;
+    json_t  *j, *q;
 
     (void) state;
 
     n = quota_json_unavailable(buf, sizeof(buf), U("llm"), 3);
-    assert_int_equal(n, sizeof(want) - 1);
-    assert_memory_equal(buf, want, n);
+    assert_int_equal(n, sizeof(unavailable_body) - 1);
+    assert_memory_equal(buf, unavailable_body, n);
 
     j = load(buf, n, 0);
-    assert_int_equal(json_object_size(j), 4);
-    check_str(j, "error", "quota_unavailable");
+    q = envelope(j, "api_error", "quota_unavailable");
+    assert_int_equal(json_object_size(q), 2);
     check_str(j, "message",
               "llm quota cannot be checked right now; retry shortly");
-    check_str(j, "resourceType", "llm");
-    check_integer(j, "retryAfter", 1);
+    check_str(q, "resourceType", "llm");
+    check_integer(q, "retryAfter", 1);
     json_decref(j);
 
     /* a meter with odd bytes still gives valid JSON */
     n = quota_json_unavailable(buf, sizeof(buf), U("l\"m\xff"), 4);
     j = load(buf, n, 0);
-    check_str(j, "resourceType", "l\"m" FFFD);
+    check_str(get(get(j, "error"), "details"), "resourceType", "l\"m" FFFD);
+    check_str(j, "message",
+              "l\"m" FFFD " quota cannot be checked right now; retry shortly");
     json_decref(j);
 }
 

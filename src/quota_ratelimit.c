@@ -1,0 +1,114 @@
+/*
+ * RateLimit headers.  A scope name is an operator's word from the config,
+ * yet it is written as an sf-string, which allows only printable ASCII:
+ * anything else becomes '?' so that a header never fails to parse.
+ */
+
+#include "quota_json.h"
+#include "quota_ratelimit.h"
+
+
+static void
+quota_rl_int(quota_out_t *o, int64_t v)
+{
+    if (v < 0) {
+        v = 0;
+    }
+
+    quota_out_int(o, v > QUOTA_RL_INT_MAX ? QUOTA_RL_INT_MAX : v);
+}
+
+
+static void
+quota_rl_name(quota_out_t *o, const quota_rl_item_t *it)
+{
+    size_t         i;
+    unsigned char  c;
+    char           esc[2];
+
+    quota_out_bytes(o, "\"", 1);
+
+    for (i = 0; i < it->scope_len; i++) {
+        c = it->scope[i];
+
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) c;
+            quota_out_bytes(o, esc, 2);
+
+        } else if (c < 0x20 || c > 0x7e) {
+            quota_out_bytes(o, "?", 1);
+
+        } else {
+            quota_out_bytes(o, &c, 1);
+        }
+    }
+
+    quota_out_bytes(o, "-", 1);
+    quota_out_str(o, quota_period_name(it->period));
+    quota_out_bytes(o, "\"", 1);
+}
+
+
+size_t
+quota_rl_policy(char *buf, size_t size, const quota_rl_item_t *items,
+    size_t n)
+{
+    size_t       i;
+    quota_out_t  o = { buf, size, 0 };
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            quota_out_bytes(&o, ", ", 2);
+        }
+
+        quota_rl_name(&o, &items[i]);
+        quota_out_str(&o, ";q=");
+        quota_rl_int(&o, items[i].quota);
+        quota_out_str(&o, ";w=");
+        quota_rl_int(&o, items[i].window);
+    }
+
+    return o.len;
+}
+
+
+size_t
+quota_rl_least(const quota_rl_item_t *items, size_t n)
+{
+    size_t   i, least;
+    int64_t  r, lr;
+
+    least = 0;
+
+    for (i = 1; i < n; i++) {
+        r = items[i].remaining > 0 ? items[i].remaining : 0;
+        lr = items[least].remaining > 0 ? items[least].remaining : 0;
+
+        /* of two limits with as little left, the later reset binds */
+        if (r < lr || (r == lr && items[i].reset > items[least].reset)) {
+            least = i;
+        }
+    }
+
+    return least;
+}
+
+
+size_t
+quota_rl_state(char *buf, size_t size, const quota_rl_item_t *items,
+    size_t n)
+{
+    quota_out_t             o = { buf, size, 0 };
+    const quota_rl_item_t  *it;
+
+    it = &items[quota_rl_least(items, n)];
+
+    quota_rl_name(&o, it);
+    quota_out_str(&o, ";r=");
+    quota_rl_int(&o, it->remaining);
+    quota_out_str(&o, ";t=");
+    quota_rl_int(&o, it->reset);
+
+    return o.len;
+}
