@@ -181,6 +181,14 @@ ngx_http_quota_pg_connected(ngx_http_quota_pg_t *pg)
 
 
 ngx_int_t
+ngx_http_quota_pg_failing(ngx_http_quota_pg_t *pg)
+{
+    /* the last attempt failed: the next waits out a backoff */
+    return !pg->connected && pg->cn.failures ? NGX_OK : NGX_DECLINED;
+}
+
+
+ngx_int_t
 ngx_http_quota_pg_idle(ngx_http_quota_pg_t *pg)
 {
     return pg->connected && pg->query == NULL ? NGX_OK : NGX_DECLINED;

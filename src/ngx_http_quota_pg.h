@@ -74,6 +74,10 @@ void ngx_http_quota_pg_on_notify(ngx_http_quota_pg_t *pg,
     ngx_http_quota_pg_notify_pt handler, void *data);
 
 ngx_int_t ngx_http_quota_pg_connected(ngx_http_quota_pg_t *pg);
+
+/* NGX_OK while not connected because the last attempt failed (not while
+ * a first or next attempt is still under way) */
+ngx_int_t ngx_http_quota_pg_failing(ngx_http_quota_pg_t *pg);
 ngx_int_t ngx_http_quota_pg_idle(ngx_http_quota_pg_t *pg);
 
 /*

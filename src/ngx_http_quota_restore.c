@@ -18,9 +18,13 @@
 
 #define NGX_HTTP_QUOTA_RESTORE_TIMEOUT  5000
 
+/* well within the restore lock's 10 s */
+#define NGX_HTTP_QUOTA_RESTORE_STALE    5000
+
 
 typedef struct {
     ngx_queue_t                  queue;          /* in rs->waiting */
+    ngx_msec_t                   queued;
     ngx_http_quota_redis_op_t    op;
     ngx_http_quota_restore_t    *rs;
     ngx_http_quota_epoch_t      *e;
@@ -131,6 +135,7 @@ ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
 
     job->rs = rs;
     job->e = e;
+    job->queued = ngx_current_msec;
     job->op.done = ngx_http_quota_restore_written;
 
     ngx_http_quota_epoch_hold(e);
@@ -139,11 +144,13 @@ ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
     if (ngx_http_quota_pg_idle(rs->pg) == NGX_OK) {
         ngx_http_quota_restore_idle(rs->pg, rs);
 
-    } else if (ngx_http_quota_pg_connected(rs->pg) != NGX_OK) {
+    } else if (ngx_http_quota_pg_failing(rs->pg) == NGX_OK) {
         /* nothing to restore from: the gate follows quota_fail */
         ngx_queue_remove(&job->queue);
         ngx_http_quota_restore_end(job, NGX_ERROR, "postgres is unavailable");
     }
+
+    /* otherwise it goes once the connection is up or free */
 }
 
 
@@ -157,12 +164,30 @@ ngx_http_quota_restore_idle(ngx_http_quota_pg_t *pg, void *data)
     ngx_queue_t                   *q;
     ngx_http_quota_restore_job_t  *job;
 
-    if (rs->job || ngx_queue_empty(&rs->waiting)) {
+    if (rs->job) {
         return;
     }
 
-    q = ngx_queue_head(&rs->waiting);
-    job = ngx_queue_data(q, ngx_http_quota_restore_job_t, queue);
+    /*
+     * a restore that waited for the connection longer than its lock lives
+     * may have been done by somebody else meanwhile: it is not sent
+     */
+
+    for ( ;; ) {
+        if (ngx_queue_empty(&rs->waiting)) {
+            return;
+        }
+
+        q = ngx_queue_head(&rs->waiting);
+        job = ngx_queue_data(q, ngx_http_quota_restore_job_t, queue);
+
+        if (ngx_current_msec - job->queued < NGX_HTTP_QUOTA_RESTORE_STALE) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_http_quota_restore_end(job, NGX_ERROR, "postgres was unavailable");
+    }
 
     (void) ngx_sprintf(rs->epoch, "%L%Z", ngx_http_quota_epoch_next(job->e));
 
