@@ -22,17 +22,6 @@ static void ngx_http_quota_epoch_sealed(ngx_http_quota_redis_op_t *op,
 static void ngx_http_quota_epoch_unlock(ngx_http_quota_epoch_t *e);
 
 
-static void
-ngx_http_quota_epoch_nothing(ngx_http_quota_redis_op_t *op,
-    ngx_http_quota_redis_res_t *res)
-{
-}
-
-static ngx_http_quota_redis_op_t  ngx_http_quota_epoch_no_reply = {
-    ngx_http_quota_epoch_nothing
-};
-
-
 ngx_int_t
 ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
     ngx_str_t *mark)
@@ -312,7 +301,7 @@ ngx_http_quota_epoch_unlock(ngx_http_quota_epoch_t *e)
     argv[1] = e->lock;
 
     (void) ngx_http_quota_redis_command(e->eps->rd, 2, argv,
-                                        &ngx_http_quota_epoch_no_reply);
+                                        &ngx_http_quota_redis_no_reply);
 }
 
 

@@ -14,6 +14,13 @@ static void ngx_http_quota_redis_exec_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_quota_redis_command_reply(redisAsyncContext *ac,
     void *data, void *privdata);
+static void ngx_http_quota_redis_nothing(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res);
+
+
+ngx_http_quota_redis_op_t  ngx_http_quota_redis_no_reply = {
+    ngx_http_quota_redis_nothing
+};
 
 
 void
@@ -425,3 +432,8 @@ ngx_http_quota_redis_command_reply(redisAsyncContext *ac, void *data,
 }
 
 
+static void
+ngx_http_quota_redis_nothing(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res)
+{
+}

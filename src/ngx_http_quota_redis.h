@@ -84,6 +84,10 @@ struct ngx_http_quota_redis_op_s {
 };
 
 
+/* for a command whose reply nobody needs (DEL of a lock, of dead keys) */
+extern ngx_http_quota_redis_op_t  ngx_http_quota_redis_no_reply;
+
+
 /* the store has (re)connected and set up: run_id may have changed */
 typedef void (*ngx_http_quota_redis_ready_pt)(void *data);
 

@@ -33,12 +33,6 @@ static void ngx_http_quota_kept_dead(ngx_http_quota_kept_t *k,
 static void ngx_http_quota_kept_keep(ngx_http_quota_kept_t *k);
 
 
-static void
-ngx_http_quota_kept_nothing(ngx_http_quota_redis_op_t *op,
-    ngx_http_quota_redis_res_t *res)
-{
-}
-
 
 void
 ngx_http_quota_kept_init(ngx_http_quota_kept_queue_t *q,
@@ -149,9 +143,6 @@ ngx_http_quota_kept_dead(ngx_http_quota_kept_t *k,
     ngx_str_t   *run_id, argv[NGX_HTTP_QUOTA_REDIS_MAX_INCR + 1];
     ngx_uint_t   i;
 
-    static ngx_http_quota_redis_op_t  forget = {
-        ngx_http_quota_kept_nothing
-    };
 
     run_id = ngx_http_quota_redis_run_id(k->q->rd);
 
@@ -170,7 +161,8 @@ ngx_http_quota_kept_dead(ngx_http_quota_kept_t *k,
         argv[i + 1] = k->incr[i].key;
     }
 
-    (void) ngx_http_quota_redis_command(k->q->rd, k->n + 1, argv, &forget);
+    (void) ngx_http_quota_redis_command(k->q->rd, k->n + 1, argv,
+                                        &ngx_http_quota_redis_no_reply);
 }
 
 
