@@ -261,12 +261,24 @@ ngx_http_quota_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_http_quota_ctx_t  *ctx;
 
-    if (r == r->main && in != NULL) {
-        ctx = ngx_http_quota_get_ctx(r);
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
 
-        if (ctx != NULL && ctx->usage != NULL) {
-            ngx_http_quota_filter_body(r, ctx, in);
-        }
+    ctx = ngx_http_quota_get_ctx(r);
+
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* the usage is read from the bytes as they came, before any trim */
+
+    if (ctx->usage != NULL && in != NULL) {
+        ngx_http_quota_filter_body(r, ctx, in);
+    }
+
+    if (ctx->trim != NULL) {
+        return ngx_http_quota_trim_body(r, ctx, in, ngx_http_next_body_filter);
     }
 
     return ngx_http_next_body_filter(r, in);

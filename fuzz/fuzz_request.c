@@ -6,8 +6,9 @@
  * zeroed with max_output -1; a read one has a model shorter than
  * QUOTA_MODEL_MAX, an output bound of -1 or 1..QUOTA_REQUEST_MAX_OUTPUT
  * and a non-negative input estimate; the insertion point is just after
- * a "{", is found for every streaming body without stream_options, and
- * the body with the member inserted there reads back the same, now with
+ * a "{", is found for every streaming Chat Completions body without
+ * stream_options (and for no other), and the body with the member
+ * inserted there reads back the same, still Chat Completions, now with
  * include_usage (its input estimate may grow by the member's size: a
  * tool nested too deep to measure counts as the whole body).
  */
@@ -49,6 +50,7 @@ quota_fuzz_inserted(const uint8_t *data, size_t size, size_t at,
         || r.model_len != req->model_len
         || memcmp(r.model, req->model, r.model_len) != 0
         || r.max_output != req->max_output
+        || r.api != QUOTA_API_CHAT
         || r.input_tokens < req->input_tokens
         || r.input_tokens > req->input_tokens + (int64_t) (m + 2) / 3
         || quota_request_usage_insert_at(b, n, &r) != -1)
@@ -89,7 +91,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     at = quota_request_usage_insert_at(data, size, &req);
 
-    if (!req.stream || req.stream_options) {
+    if (!req.stream || req.stream_options || req.api != QUOTA_API_CHAT) {
         if (at != -1) {
             abort();
         }

@@ -161,6 +161,7 @@ typedef struct {
 
 
 typedef struct ngx_http_quota_txn_s  ngx_http_quota_txn_t;
+typedef struct ngx_http_quota_trim_s  ngx_http_quota_trim_t;
 typedef struct ngx_http_quota_epoch_s  ngx_http_quota_epoch_t;
 
 /* a request waiting for its hash tag's epoch (ngx_http_quota_epoch.h) */
@@ -207,6 +208,7 @@ typedef struct {
 
     quota_request_t             *req;            /* the parsed body */
     quota_usage_scan_t          *usage;          /* the response's usage */
+    ngx_http_quota_trim_t       *trim;           /* what injecting added */
 
     ngx_uint_t                   bad_scope;      /* when INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
@@ -216,6 +218,8 @@ typedef struct {
     unsigned                     sse:1;
     unsigned                     costed:1;       /* actual is known */
     unsigned                     parsed:1;       /* req holds the body */
+    unsigned                     injected:1;     /* include_usage, ours */
+    unsigned                     refuse_after_body:1;  /* INVALID */
     unsigned                     settled:1;
 } ngx_http_quota_ctx_t;
 
@@ -254,6 +258,8 @@ char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
 ngx_http_quota_ctx_t *ngx_http_quota_create_ctx(ngx_http_request_t *r);
+ngx_table_elt_t *ngx_http_quota_header_in(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_table_elt_t *after);
 
 ngx_int_t ngx_http_quota_gate_start(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
@@ -280,7 +286,15 @@ void ngx_http_quota_filter_body(ngx_http_request_t *r,
 ngx_int_t ngx_http_quota_gate_finish(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
+ngx_int_t ngx_http_quota_trim_start(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+ngx_int_t ngx_http_quota_trim_body(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, ngx_chain_t *in,
+    ngx_http_output_body_filter_pt next);
+
 ngx_int_t ngx_http_quota_send_refusal(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx);
+ngx_uint_t ngx_http_quota_refusal_wants_body(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 ngx_int_t ngx_http_quota_set_headers(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, ngx_uint_t refused);

@@ -20,6 +20,7 @@ static void ngx_http_quota_body_parse(ngx_http_request_t *r,
 static u_char *ngx_http_quota_body_bytes(ngx_http_request_t *r, off_t len);
 static ngx_int_t ngx_http_quota_body_insert(ngx_http_request_t *r,
     u_char *body, size_t len, size_t at);
+static ngx_uint_t ngx_http_quota_body_anthropic(ngx_http_request_t *r);
 
 
 static ngx_str_t  ngx_http_quota_include_usage =
@@ -56,6 +57,12 @@ ngx_http_quota_body_handler(ngx_http_request_t *r)
     ctx = ngx_http_quota_get_ctx(r);
 
     ngx_http_quota_body_parse(r, ctx);
+
+    if (ctx->refuse_after_body) {
+        ctx->status = NGX_HTTP_QUOTA_STATUS_INVALID;
+        ngx_http_finalize_request(r, ngx_http_quota_send_refusal(r, ctx));
+        return;
+    }
 
     rc = ngx_http_quota_gate_reserve(r, ctx);
 
@@ -128,6 +135,9 @@ ngx_http_quota_body_parse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return;
     }
 
+    quota_request_api_refine(ctx->req, r->uri.data, r->uri.len,
+                             ngx_http_quota_body_anthropic(r));
+
     at = quota_request_usage_insert_at(body, (size_t) len, ctx->req);
 
     if (at >= 0
@@ -136,7 +146,19 @@ ngx_http_quota_body_parse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     {
         ctx->req->stream_options = 1;
         ctx->req->include_usage = 1;
+        ctx->injected = 1;
     }
+}
+
+
+/* every Anthropic client sends the API version it speaks */
+
+static ngx_uint_t
+ngx_http_quota_body_anthropic(ngx_http_request_t *r)
+{
+    static ngx_str_t  name = ngx_string("anthropic-version");
+
+    return ngx_http_quota_header_in(r, &name, NULL) != NULL;
 }
 
 

@@ -91,6 +91,50 @@ ngx_http_quota_create_ctx(ngx_http_request_t *r)
 }
 
 
+/*
+ * The request header named name that follows after (the first if after
+ * is NULL), for headers nginx keeps no pointer to; several Accept lines
+ * are all read.
+ */
+
+ngx_table_elt_t *
+ngx_http_quota_header_in(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_table_elt_t *after)
+{
+    ngx_uint_t        i, seen;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    seen = (after == NULL);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (!seen) {
+            seen = (&h[i] == after);
+            continue;
+        }
+
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
 static void
 ngx_http_quota_cleanup(void *data)
 {
@@ -104,6 +148,7 @@ ngx_int_t
 ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     ngx_int_t                   rc;
+    ngx_uint_t                  body;
     ngx_http_quota_loc_conf_t  *qlcf;
 
     qlcf = ctx->conf;
@@ -113,16 +158,25 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a chat request's JSON says what it may cost: read it first */
+
+    body = (qlcf->estimate_auto || qlcf->stream_usage
+            || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
+           && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH));
+
     if (ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
+
+        /* the refusal takes the form its 429 would: "stream" may decide */
+
+        if (body && ngx_http_quota_refusal_wants_body(r, ctx)) {
+            ctx->refuse_after_body = 1;
+            return ngx_http_quota_body_read(r, ctx);
+        }
+
         return ngx_http_quota_gate_finish(r, ctx);
     }
 
-    /* a chat request's JSON says what it may cost: read it first */
-
-    if ((qlcf->estimate_auto || qlcf->stream_usage
-         || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
-        && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)))
-    {
+    if (body) {
         return ngx_http_quota_body_read(r, ctx);
     }
 

@@ -15,6 +15,7 @@ static ngx_int_t ngx_http_quota_push_header(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_quota_push_number(ngx_http_request_t *r,
     ngx_str_t *name, int64_t v, ngx_uint_t money);
+static unsigned ngx_http_quota_accept(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_quota_wants_sse(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static size_t ngx_http_quota_refusal_body(ngx_http_request_t *r,
@@ -225,14 +226,11 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
 }
 
 
+/* the form of a refusal: the policy, else Accept, else "stream" */
+
 static ngx_uint_t
 ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    unsigned          accept;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
     switch (ctx->conf->response) {
 
     case NGX_HTTP_QUOTA_RESPONSE_JSON:
@@ -242,34 +240,41 @@ ngx_http_quota_wants_sse(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return 1;
 
     default:
-        break;
+        return quota_accept_wants_sse(ngx_http_quota_accept(r), ctx->sse);
     }
+}
+
+
+/* whether the refusal's form waits for the body's "stream" */
+
+ngx_uint_t
+ngx_http_quota_refusal_wants_body(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx)
+{
+    return ctx->conf->response == NGX_HTTP_QUOTA_RESPONSE_AUTO
+           && (ngx_http_quota_accept(r)
+               & (QUOTA_ACCEPT_JSON|QUOTA_ACCEPT_SSE)) == 0;
+}
+
+
+static unsigned
+ngx_http_quota_accept(ngx_http_request_t *r)
+{
+    unsigned          accept;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  name = ngx_string("Accept");
 
     accept = 0;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Accept") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
-                               sizeof("Accept") - 1) == 0)
-        {
-            accept |= quota_accept_scan(h[i].value.data, h[i].value.len);
-        }
+    for (h = ngx_http_quota_header_in(r, &name, NULL);
+         h != NULL;
+         h = ngx_http_quota_header_in(r, &name, h))
+    {
+        accept |= quota_accept_scan(h->value.data, h->value.len);
     }
 
-    return quota_accept_wants_sse(accept, ctx->sse);
+    return accept;
 }
 
 

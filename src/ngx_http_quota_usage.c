@@ -2,7 +2,9 @@
  * The upstream's response, as it goes by: the X-Quota-* headers of an
  * allowed request, and, for `quota_actual usage`, the token usage the
  * upstream reports, read from the JSON body or the SSE stream without
- * holding any of it back, then priced for settlement.
+ * holding any of it back, then priced for settlement.  What the gate
+ * added to a stream by asking for its usage is taken out after
+ * (ngx_http_quota_trim.c).
  */
 
 
@@ -16,6 +18,7 @@ static ngx_int_t ngx_http_quota_usage_mode(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
+    ngx_uint_t          usage, trim;
     quota_usage_mode_e  mode;
 
     if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED && ctx->nkeys) {
@@ -24,19 +27,35 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         }
     }
 
-    /* error bodies are read too: an error that reports usage was billed */
-
-    if (ctx->conf->actual != NGX_HTTP_QUOTA_ACTUAL_USAGE
-        || ctx->usage != NULL
-        || (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
-            && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
+    if ((ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
+         && ctx->status != NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
         || r->headers_out.status < NGX_HTTP_OK
         || r->header_only)
     {
         return NGX_OK;
     }
 
-    if (ngx_http_quota_usage_mode(r, &mode) != NGX_OK) {
+    /* error bodies are read too: an error that reports usage was billed */
+
+    usage = ctx->conf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE
+            && ctx->usage == NULL;
+
+    /* only a stream holds what asking for its usage added */
+
+    trim = ctx->injected && ctx->trim == NULL
+           && r->headers_out.status == NGX_HTTP_OK;
+
+    if ((!usage && !trim) || ngx_http_quota_usage_mode(r, &mode) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (trim && mode == QUOTA_USAGE_SSE
+        && ngx_http_quota_trim_start(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!usage) {
         return NGX_OK;
     }
 

@@ -33,6 +33,7 @@ typedef struct {
     quota_string_t       *strings;      /* taken out of the skeleton */
     size_t                nstrings;
     unsigned              deep:1;       /* the body's size was counted */
+    unsigned              anthropic:1;  /* a block only Messages has */
 } quota_count_t;
 
 
@@ -40,6 +41,9 @@ static void quota_request_model(json_t *root, quota_request_t *req);
 static void quota_request_max_output(json_t *root, quota_request_t *req);
 static int64_t quota_request_bound(json_t *v);
 static void quota_request_input(json_t *root, quota_count_t *c);
+static quota_api_e quota_request_api(json_t *root, quota_count_t *c);
+static int quota_request_ends(const unsigned char *path, size_t len,
+    const char *tail);
 static void quota_request_message(json_t *msg, quota_count_t *c);
 static void quota_request_content(json_t *content, int level,
     quota_count_t *c);
@@ -109,6 +113,8 @@ quota_request_parse(const unsigned char *body, size_t len,
 
     quota_request_input(root, &c);
 
+    req->api = quota_request_api(root, &c);
+
     json_decref(root);
     free(c.strings);
 
@@ -129,7 +135,9 @@ quota_request_usage_insert_at(const unsigned char *body, size_t len,
 {
     size_t  i;
 
-    if (body == NULL || req == NULL || !req->stream || req->stream_options) {
+    if (body == NULL || req == NULL || !req->stream || req->stream_options
+        || req->api != QUOTA_API_CHAT)
+    {
         return -1;
     }
 
@@ -144,6 +152,62 @@ quota_request_usage_insert_at(const unsigned char *body, size_t len,
     }
 
     return -1;
+}
+
+
+void
+quota_request_api_refine(quota_request_t *req, const unsigned char *path,
+    size_t len, int anthropic_version)
+{
+    if (req->api == QUOTA_API_CHAT
+        && (anthropic_version || quota_request_ends(path, len, "/messages")))
+    {
+        req->api = QUOTA_API_MESSAGES;
+    }
+
+    if (quota_request_ends(path, len, "/responses")) {
+        req->api = QUOTA_API_RESPONSES;
+    }
+}
+
+
+static int
+quota_request_ends(const unsigned char *path, size_t len, const char *tail)
+{
+    size_t  n;
+
+    n = strlen(tail);
+
+    return path != NULL && len >= n
+           && memcmp(path + len - n, tail, n) == 0;
+}
+
+
+static quota_api_e
+quota_request_api(json_t *root, quota_count_t *c)
+{
+    static const char  *anthropic[] = {
+        "system", "top_k", "stop_sequences", "thinking"
+    };
+
+    unsigned  i;
+
+    if (!json_is_array(json_object_get(root, "messages"))) {
+        return json_object_get(root, "input") ? QUOTA_API_RESPONSES
+                                              : QUOTA_API_OTHER;
+    }
+
+    if (c->anthropic) {
+        return QUOTA_API_MESSAGES;
+    }
+
+    for (i = 0; i < sizeof(anthropic) / sizeof(anthropic[0]); i++) {
+        if (json_object_get(root, anthropic[i])) {
+            return QUOTA_API_MESSAGES;
+        }
+    }
+
+    return QUOTA_API_CHAT;
 }
 
 
@@ -395,6 +459,17 @@ quota_request_part(json_t *part, int level, quota_count_t *c)
     }
 
     type = json_string_value(json_object_get(part, "type"));
+
+    if (type
+        && (strcmp(type, "tool_use") == 0 || strcmp(type, "tool_result") == 0
+            || strcmp(type, "thinking") == 0
+            || strcmp(type, "redacted_thinking") == 0
+            || strcmp(type, "document") == 0
+            || (strcmp(type, "image") == 0
+                && json_object_get(part, "source") != NULL)))
+    {
+        c->anthropic = 1;
+    }
 
     if (type && level == 0 && strcmp(type, "tool_result") == 0) {
         quota_request_content(json_object_get(part, "content"), 1, c);

@@ -29,6 +29,15 @@
 #define QUOTA_REQUEST_MAX_OUTPUT        10000000
 
 
+/* which API the request speaks, as far as its shape tells */
+typedef enum {
+    QUOTA_API_OTHER = 0,        /* neither "messages" nor "input" */
+    QUOTA_API_CHAT,             /* OpenAI Chat Completions */
+    QUOTA_API_MESSAGES,         /* Anthropic Messages */
+    QUOTA_API_RESPONSES         /* OpenAI Responses */
+} quota_api_e;
+
+
 typedef struct {
     unsigned char         model[QUOTA_MODEL_MAX];
     size_t                model_len;        /* 0: no "model" string */
@@ -39,6 +48,7 @@ typedef struct {
     unsigned              stream:1;         /* "stream": true */
     unsigned              stream_options:1; /* "stream_options" present */
     unsigned              include_usage:1;  /* ...include_usage: true */
+    unsigned              api:2;            /* quota_api_e */
 } quota_request_t;
 
 
@@ -65,9 +75,26 @@ int quota_request_parse(const unsigned char *body, size_t len,
     quota_request_t *req);
 
 /*
+ * The API is read from the body's shape: "messages" is Chat Completions
+ * unless something only Anthropic Messages has is there (a top-level
+ * "system", "top_k", "stop_sequences", "thinking", a content block of
+ * type tool_use, tool_result, thinking, document or an image with a
+ * "source"); "input" without "messages" is the Responses API.  A minimal
+ * body ({"model", "max_tokens", "messages"}) is valid in both Chat
+ * Completions and Messages, so what the request says besides its body
+ * decides too: an anthropic-version header, which every Anthropic client
+ * sends, or a path ending in /messages makes it Messages, a path ending
+ * in /responses the Responses API.
+ */
+void quota_request_api_refine(quota_request_t *req, const unsigned char *path,
+    size_t len, int anthropic_version);
+
+/*
  * The byte offset in body just after the top-level object's "{", where
- * `"stream_options":{"include_usage":true},` can be inserted when the
- * request streams and has no "stream_options"; -1 when it should not be.
+ * `"stream_options":{"include_usage":true},` can be inserted when a Chat
+ * Completions request streams and has no "stream_options"; -1 when it
+ * should not be: no other API knows the member, and Anthropic's refuses
+ * the request with 400 for it.
  */
 long quota_request_usage_insert_at(const unsigned char *body, size_t len,
     const quota_request_t *req);

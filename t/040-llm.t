@@ -27,8 +27,6 @@ llm_start(
 _EOC_
     config => "    access_log logs/access.log llm;\n"
               . gated('/v1/chat/completions', '/v1/chat/completions', 10)
-              . gated('/stream-usage', '/v1/chat/completions', 10,
-                      'quota_stream_usage on;')
               . gated('/v1/messages', '/v1/messages', 10)
               . gated('/echo', '/echo', 10)
               . gated('/tight', '/v1/chat/completions', 0.01),
@@ -113,18 +111,6 @@ subtest 'OpenAI SSE without usage: charged the estimate, never 0' => sub {
     my $row = row($res->{tenant});
     is($row->[2], estimate(2.5, 10, 100), 'charged the estimate');
     is(counter($res->{tenant}), estimate(2.5, 10, 100), 'Redis agrees');
-};
-
-
-subtest 'quota_stream_usage on asks the upstream for the usage' => sub {
-    my $res = chat('/stream-usage',
-                   { model => 'gpt-4o', stream => JSON::PP::true,
-                     max_tokens => 100, @hello },
-                   'X-Mock-Completion-Tokens' => 10);
-    is($res->{status}, 200, 'streamed');
-    like($res->{body}, qr/"prompt_tokens":100/,
-         'the upstream saw stream_options.include_usage');
-    is(row($res->{tenant})->[2], 250 + 100, 'charged the exact usage');
 };
 
 

@@ -267,36 +267,56 @@ test_usage_insert_at(void **state)
 
     (void) state;
 
-    b = "{\"model\":\"gpt-4o\",\"stream\":true}";
+    b = "{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[]}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), 1);
 
     /* after leading JSON whitespace */
-    b = " \t\r\n {\"stream\":true}";
+    b = " \t\r\n {\"stream\":true,\"messages\":[]}";
     assert_int_equal(parse(b, &r), 0);
     at = quota_request_usage_insert_at(U(b), strlen(b), &r);
     assert_int_equal(at, 6);
     assert_int_equal(b[at - 1], '{');
 
     /* stream_options already there, whatever it says: never twice */
-    b = "{\"stream\":true,\"stream_options\":{\"include_usage\":false}}";
+    b = "{\"stream\":true,\"messages\":[],"
+        "\"stream_options\":{\"include_usage\":false}}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
 
-    b = "{\"stream_options\":null,\"stream\":true}";
+    b = "{\"stream_options\":null,\"stream\":true,\"messages\":[]}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
 
-    b = "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+    b = "{\"stream\":true,\"messages\":[],"
+        "\"stream_options\":{\"include_usage\":true}}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
 
     /* not streaming */
-    b = "{\"model\":\"gpt-4o\"}";
+    b = "{\"model\":\"gpt-4o\",\"messages\":[]}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
 
-    b = "{\"stream\":false}";
+    b = "{\"stream\":false,\"messages\":[]}";
+    assert_int_equal(parse(b, &r), 0);
+    assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
+
+    /* streaming, but not Chat Completions: the member is not theirs */
+    b = "{\"stream\":true,\"input\":\"hi\"}";
+    assert_int_equal(parse(b, &r), 0);
+    assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
+
+    b = "{\"stream\":true,\"system\":\"be brief\",\"messages\":[]}";
+    assert_int_equal(parse(b, &r), 0);
+    assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
+
+    b = "{\"stream\":true,\"messages\":[]}";
+    assert_int_equal(parse(b, &r), 0);
+    quota_request_api_refine(&r, U("/v1/messages"), 12, 0);
+    assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
+
+    b = "{\"stream\":true,\"prompt\":\"hi\"}";
     assert_int_equal(parse(b, &r), 0);
     assert_int_equal(quota_request_usage_insert_at(U(b), strlen(b), &r), -1);
 
@@ -310,6 +330,80 @@ test_usage_insert_at(void **state)
 }
 
 
+static quota_api_e
+api_of(const char *body, const char *path, int anthropic_version)
+{
+    quota_request_t  r;
+
+    assert_int_equal(parse(body, &r), 0);
+
+    if (path) {
+        quota_request_api_refine(&r, U(path), strlen(path),
+                                 anthropic_version);
+    }
+
+    return r.api;
+}
+
+
+static void
+test_api_shape(void **state)
+{
+    const char  *minimal;
+
+    (void) state;
+
+    minimal = "{\"model\":\"m\",\"max_tokens\":9,"
+              "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+    /* the body alone */
+    assert_int_equal(api_of(minimal, NULL, 0), QUOTA_API_CHAT);
+    assert_int_equal(api_of("{\"input\":[{\"role\":\"user\","
+                            "\"content\":\"hi\"}]}", NULL, 0),
+                     QUOTA_API_RESPONSES);
+    assert_int_equal(api_of("{\"prompt\":\"hi\"}", NULL, 0),
+                     QUOTA_API_OTHER);
+    assert_int_equal(api_of("{\"messages\":{}}", NULL, 0), QUOTA_API_OTHER);
+    assert_int_equal(api_of("{\"messages\":[],\"system\":[]}", NULL, 0),
+                     QUOTA_API_MESSAGES);
+    assert_int_equal(api_of("{\"messages\":[],\"top_k\":5}", NULL, 0),
+                     QUOTA_API_MESSAGES);
+    assert_int_equal(api_of("{\"messages\":[],\"stop_sequences\":[]}",
+                            NULL, 0), QUOTA_API_MESSAGES);
+    assert_int_equal(api_of("{\"messages\":[],\"thinking\":{}}", NULL, 0),
+                     QUOTA_API_MESSAGES);
+    assert_int_equal(api_of("{\"messages\":[{\"role\":\"user\",\"content\":"
+                            "[{\"type\":\"tool_result\",\"content\":\"4\"}]"
+                            "}]}", NULL, 0), QUOTA_API_MESSAGES);
+    assert_int_equal(api_of("{\"messages\":[{\"role\":\"user\",\"content\":"
+                            "[{\"type\":\"image\",\"source\":{}}]}]}",
+                            NULL, 0), QUOTA_API_MESSAGES);
+
+    /* OpenAI's own shapes stay Chat Completions */
+    assert_int_equal(api_of("{\"messages\":[{\"role\":\"system\","
+                            "\"content\":\"s\"},{\"role\":\"user\",\"content\":"
+                            "[{\"type\":\"image_url\",\"image_url\":{}}]}],"
+                            "\"stop\":[\"x\"]}", NULL, 0), QUOTA_API_CHAT);
+
+    /* what the request says besides its body */
+    assert_int_equal(api_of(minimal, "/v1/chat/completions", 0),
+                     QUOTA_API_CHAT);
+    assert_int_equal(api_of(minimal, "/v1/chat/completions", 1),
+                     QUOTA_API_MESSAGES);
+    assert_int_equal(api_of(minimal, "/anthropic/v1/messages", 0),
+                     QUOTA_API_MESSAGES);
+    assert_int_equal(api_of(minimal, "/v1/responses", 0),
+                     QUOTA_API_RESPONSES);
+    assert_int_equal(api_of(minimal, "/v1/messages/batches", 0),
+                     QUOTA_API_CHAT);
+    assert_int_equal(api_of(minimal, "", 0), QUOTA_API_CHAT);
+
+    /* a body shaped like Messages stays Messages at any path */
+    assert_int_equal(api_of("{\"messages\":[],\"system\":\"s\"}",
+                            "/v1/chat/completions", 0), QUOTA_API_MESSAGES);
+}
+
+
 static void
 test_usage_insert_at_bytes_it_is_given(void **state)
 {
@@ -319,6 +413,7 @@ test_usage_insert_at_bytes_it_is_given(void **state)
 
     memset(&r, 0, sizeof(r));
     r.stream = 1;
+    r.api = QUOTA_API_CHAT;
 
     /* whatever the flags say, only a "{" after whitespace qualifies */
     assert_int_equal(quota_request_usage_insert_at(U("[{"), 2, &r), -1);
@@ -373,7 +468,7 @@ test_usage_insert_result_parses(void **state)
      * found by fuzz_request: a tool nested too deep to measure counts as
      * the whole body, so the estimate grows with the inserted member
      */
-    strcpy(out, "{\"stream\":true,\"tools\":[");
+    strcpy(out, "{\"stream\":true,\"messages\":[],\"tools\":[");
     repeat(out, "[", 70);
     repeat(out, "]", 70);
     strcat(out, "]}");
@@ -403,6 +498,7 @@ main(void)
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_duplicate_keys_last_wins),
         cmocka_unit_test(test_usage_insert_at),
+        cmocka_unit_test(test_api_shape),
         cmocka_unit_test(test_usage_insert_at_bytes_it_is_given),
         cmocka_unit_test(test_usage_insert_result_parses),
     };

@@ -21,7 +21,7 @@ use POSIX ();
 
 use Test::Quota;
 
-our @EXPORT = qw(llm_start gated chat counter row estimate);
+our @EXPORT = qw(llm_start gated chat counter row estimate mock_port);
 
 # the mock's port, known before it starts: gated() names it in the config
 my $MOCK = do {
@@ -33,6 +33,8 @@ my $MOCK = do {
 };
 my $mock_pid;
 my $tenants = 0;
+
+sub mock_port { return $MOCK }
 
 END { kill 'TERM', $mock_pid if $mock_pid }
 
