@@ -178,8 +178,8 @@ subtest 'parallel_requests' => sub {
               { 404 => 9 }, 'other statuses counted');
     is(scalar(grep { m{"GET /p HTTP/1\.1" 200} } access_log_lines($offset)),
        223, 'every request reached nginx');
-    my @kids = grep { Test::Quota::_alive($_) && `cat /proc/$_/comm` !~ /redis|test-quota/ }
-               Test::Quota::_children_of($$);
+    my @kids = grep { Test::Quota::Process::_alive($_) && `cat /proc/$_/comm` !~ /redis|test-quota/ }
+               Test::Quota::Process::_children_of($$);
     is_deeply(\@kids, [], 'no client process left behind');
     nginx_stop();
 };
