@@ -125,8 +125,7 @@ subtest 'OpenAI: an allowed call is charged its usage, exactly' => sub {
               [120, 80], 'and the usage the upstream reported');
     my $cost = gpt_cost($r->{usage});
     is($cost, 1100, '120 input at $2.50 and 80 output at $10.00 per 1M');
-    wait_for(sub { counter('allowed') == $cost }, 2);
-    is(counter('allowed'), $cost, 'the Redis counter holds that cost');
+    is(settled('allowed', $cost), $cost, 'the Redis counter holds that cost');
     is_deeply([@{ row('allowed') }[0, 2 .. 5]],
               ['allowed', $cost, 'gpt-4o', 120, 80], 'and so does the ledger');
     is_deeply(logged('allowed', 1), [200], 'one request');
@@ -229,8 +228,8 @@ subtest 'quota_stream_usage on: the OpenAI stream the application reads is uncha
     is_deeply(\@chunks, $plain->{chunks},
               'the chunks a location without quota_stream_usage gives');
     # 200 input at $2.50 and 30 output at $10.00 per 1M, not the estimate
-    wait_for(sub { counter('stream-usage') == 800 }, 2);
-    is(counter('stream-usage'), 800, 'the counter is the usage the upstream reported');
+    is(settled('stream-usage', 800), 800,
+       'the counter is the usage the upstream reported');
     is(counter('stream-plain'), estimate(2.5, 10, 100),
        'which without quota_stream_usage is unknown: the estimate');
 };
@@ -252,8 +251,7 @@ subtest 'quota_stream_usage on: an Anthropic messages.stream passes unaltered' =
        'as it does at a location without quota_stream_usage');
     is_deeply($r->{events}, $plain->{events}, 'the same events reach the application');
     # 1000 input at $3.00 and 100 output at $15.00 per 1M
-    wait_for(sub { counter('claude-usage') == 4500 }, 2);
-    is(counter('claude-usage'), 4500, 'charged the usage of the stream');
+    is(settled('claude-usage', 4500), 4500, 'charged the usage of the stream');
 };
 
 

@@ -21,7 +21,7 @@ use POSIX ();
 
 use Test::Quota;
 
-our @EXPORT = qw(llm_start gated chat counter row estimate mock_port);
+our @EXPORT = qw(llm_start gated chat counter settled row estimate mock_port);
 
 # the mock's port, known before it starts: gated() names it in the config
 my $MOCK = do {
@@ -103,6 +103,14 @@ sub chat {
 sub counter {
     redis_cmd('GET', quota_key(scopes => [tenant => shift], meter => 'llm',
                                period => 'day')) // 0;
+}
+
+# the tenant's counter once it holds $want, or after 5 s what it holds:
+# the log phase corrects the reservation after the client has its answer
+sub settled {
+    my ($tenant, $want) = @_;
+    wait_for(sub { counter($tenant) == $want }, 5);
+    return counter($tenant);
 }
 
 # the tenant's ledger row, once it has arrived: decision, estimated and
