@@ -14,7 +14,8 @@
 #include "quota_usage_trim.h"
 
 
-#define QUOTA_TRIM_NONE  SIZE_MAX
+#define QUOTA_TRIM_NONE       SIZE_MAX
+#define QUOTA_TRIM_LAST_NULL  ",\"usage\":null}"
 
 
 /* the top-level members that matter, as offsets into the JSON text */
@@ -52,31 +53,44 @@ quota_sse_split_init(quota_sse_split_t *s)
 size_t
 quota_sse_split(quota_sse_split_t *s, const unsigned char *p, size_t len)
 {
-    size_t  i;
+    size_t                i;
+    const unsigned char  *nl, *cr;
 
-    for (i = 0; i < len; i++) {
+    for (i = 0; i < len; /* void */ ) {
+
+        if (!s->line_empty) {
+            /* the rest of a line: to its end at once */
+
+            nl = memchr(p + i, '\n', len - i);
+            cr = memchr(p + i, '\r', (nl ? (size_t) (nl - p) : len) - i);
+
+            if (cr == NULL && nl == NULL) {
+                return 0;
+            }
+
+            i = (size_t) ((cr ? cr : nl) - p);
+            s->cr = (p[i] == '\r');
+            s->line_empty = 1;
+            i++;
+            continue;
+        }
 
         if (p[i] == '\n' && s->cr) {
             /* the \n of a \r\n whose \r ended the line */
             s->cr = 0;
+            i++;
             continue;
         }
 
-        s->cr = (p[i] == '\r');
+        s->cr = 0;
 
         if (p[i] != '\n' && p[i] != '\r') {
             s->line_empty = 0;
-            continue;
-        }
-
-        if (!s->line_empty) {
-            s->line_empty = 1;
+            i++;
             continue;
         }
 
         /* a blank line: the event ends with its terminator */
-
-        s->cr = 0;
 
         if (p[i] == '\r') {
             if (i + 1 < len) {
@@ -112,8 +126,29 @@ quota_usage_trim_event(unsigned char *ev, size_t len)
     size_t                 start, end, from, to, j;
     quota_trim_members_t   m;
 
-    if (quota_trim_data(ev, len, &start, &end) != 0
-        || quota_trim_members(ev + start, end - start, &m) != 0
+    if (quota_trim_data(ev, len, &start, &end) != 0) {
+        return len;
+    }
+
+    /*
+     * As OpenAI orders a chunk, "usage" last: in valid JSON a data line
+     * that ends so can only end with a top-level member, and the others
+     * are walked in full.
+     */
+
+    if (end - start >= sizeof(QUOTA_TRIM_LAST_NULL) - 1
+        && memcmp(ev + end - (sizeof(QUOTA_TRIM_LAST_NULL) - 1),
+                  QUOTA_TRIM_LAST_NULL, sizeof(QUOTA_TRIM_LAST_NULL) - 1)
+           == 0)
+    {
+        from = end - (sizeof(QUOTA_TRIM_LAST_NULL) - 1);
+        to = end - 1;
+        memmove(ev + from, ev + to, len - to);
+
+        return len - (to - from);
+    }
+
+    if (quota_trim_members(ev + start, end - start, &m) != 0
         || m.usage_key == QUOTA_TRIM_NONE)
     {
         return len;
@@ -160,17 +195,19 @@ static int
 quota_trim_data(const unsigned char *ev, size_t len, size_t *start,
     size_t *end)
 {
-    size_t  i, line;
-    int     found;
+    size_t                i, line;
+    int                   found;
+    const unsigned char  *nl, *cr;
 
     found = 0;
     *start = *end = 0;
 
     for (i = 0; i < len; /* void */ ) {
+        line = i;
 
-        for (line = i; i < len && ev[i] != '\n' && ev[i] != '\r'; i++) {
-            /* void */
-        }
+        nl = memchr(ev + i, '\n', len - i);
+        cr = memchr(ev + i, '\r', (nl ? (size_t) (nl - ev) : len) - i);
+        i = cr ? (size_t) (cr - ev) : nl ? (size_t) (nl - ev) : len;
 
         if (i > line) {
             if (found || i - line < 5 || memcmp(ev + line, "data:", 5) != 0)
