@@ -15,6 +15,7 @@
 #include "ngx_http_quota_spool.h"
 #include "ngx_http_quota_epoch.h"
 #include "ngx_http_quota_owed.h"
+#include "ngx_http_quota_throttle.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
@@ -132,6 +133,13 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_quota_loc_conf_t, fail),
       ngx_http_quota_fail_policies },
+
+    { ngx_string("quota_throttle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_quota_throttle_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
       ngx_null_command
 };
@@ -408,7 +416,15 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
 
     qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_quota_module);
 
-    if (qmcf == NULL || !qmcf->enabled) {
+    if (qmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_quota_throttle_start(cycle, qmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (!qmcf->enabled) {
         return NGX_OK;
     }
 

@@ -42,7 +42,8 @@ typedef enum {
     NGX_HTTP_QUOTA_STATUS_DENIED,
     NGX_HTTP_QUOTA_STATUS_FAIL_OPEN,
     NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED,
-    NGX_HTTP_QUOTA_STATUS_INVALID
+    NGX_HTTP_QUOTA_STATUS_INVALID,
+    NGX_HTTP_QUOTA_STATUS_LOAD_SHED            /* by quota_throttle */
 } ngx_http_quota_status_e;
 
 
@@ -101,6 +102,7 @@ typedef struct ngx_http_quota_ledger_s          ngx_http_quota_ledger_t;
 typedef struct ngx_http_quota_limits_loader_s   ngx_http_quota_limits_loader_t;
 typedef struct ngx_http_quota_epochs_s          ngx_http_quota_epochs_t;
 typedef struct ngx_http_quota_restore_s         ngx_http_quota_restore_t;
+typedef struct ngx_http_quota_throttle_s        ngx_http_quota_throttle_t;
 
 
 typedef struct {
@@ -113,6 +115,8 @@ typedef struct {
     ngx_uint_t                   pg_batch;
     ngx_path_t                  *spool;
     ngx_shm_zone_t              *limits_zone;
+    ngx_shm_zone_t              *throttle_zone;  /* with quota_throttle */
+    ngx_array_t                 *throttle_dirs;  /* its proc= directories */
 
     /* each worker's own, set when it starts */
     ngx_http_quota_ledger_t     *ledger;
@@ -144,6 +148,7 @@ typedef struct {
     ngx_int_t                    max_tokens;
     ngx_flag_t                   stream_usage;
     ngx_array_t                 *prices;         /* quota_price_t */
+    ngx_http_quota_throttle_t   *throttle;       /* NULL: sheds nothing */
     ngx_http_quota_where_t       where;          /* of `quota` */
 } ngx_http_quota_loc_conf_t;
 
@@ -213,13 +218,18 @@ typedef struct {
     ngx_uint_t                   bad_scope;      /* when INVALID */
     ngx_uint_t                   bad_status;     /* 403 or 400 */
 
+    int64_t                      throttle;       /* the factor, ppm */
+
+    /* INVALID or LOAD_SHED, sent once the body says its form; OFF: none */
+    ngx_http_quota_status_e      refuse_after_body;
+
     unsigned                     waiting:1;      /* for the epoch */
     unsigned                     retried:1;      /* after a new epoch */
     unsigned                     sse:1;
     unsigned                     costed:1;       /* actual is known */
     unsigned                     parsed:1;       /* req holds the body */
     unsigned                     injected:1;     /* include_usage, ours */
-    unsigned                     refuse_after_body:1;  /* INVALID */
+    unsigned                     throttled:1;    /* throttle is set */
     unsigned                     settled:1;
 } ngx_http_quota_ctx_t;
 

@@ -59,7 +59,7 @@ ngx_http_quota_body_handler(ngx_http_request_t *r)
     ngx_http_quota_body_parse(r, ctx);
 
     if (ctx->refuse_after_body) {
-        ctx->status = NGX_HTTP_QUOTA_STATUS_INVALID;
+        ctx->status = ctx->refuse_after_body;
         ngx_http_finalize_request(r, ngx_http_quota_send_refusal(r, ctx));
         return;
     }

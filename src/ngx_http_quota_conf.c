@@ -64,6 +64,7 @@ ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
     qlcf->max_tokens = NGX_CONF_UNSET;
     qlcf->stream_usage = NGX_CONF_UNSET;
     qlcf->prices = NGX_CONF_UNSET_PTR;
+    qlcf->throttle = NGX_CONF_UNSET_PTR;
 
     return qlcf;
 }
@@ -95,6 +96,7 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->body_limit, prev->body_limit, 1024 * 1024);
     ngx_conf_merge_value(conf->max_tokens, prev->max_tokens, 4096);
     ngx_conf_merge_value(conf->stream_usage, prev->stream_usage, 0);
+    ngx_conf_merge_ptr_value(conf->throttle, prev->throttle, NULL);
 
     if (ngx_http_quota_merge_prices(cf, conf, prev) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

@@ -14,6 +14,7 @@
 
 #include "ngx_http_quota.h"
 #include "ngx_http_quota_limits.h"
+#include "ngx_http_quota_throttle.h"
 #include "quota_epoch.h"
 
 
@@ -164,12 +165,19 @@ ngx_http_quota_gate_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
             || qlcf->actual == NGX_HTTP_QUOTA_ACTUAL_USAGE)
            && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH));
 
-    if (ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
+    /*
+     * A missing scope is refused whatever the load: retrying cannot help
+     * it.  Load is shed before Redis is asked anything, so a shed request
+     * reserves nothing and costs nothing.
+     */
 
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID
+        || ngx_http_quota_throttle_shed(r, ctx))
+    {
         /* the refusal takes the form its 429 would: "stream" may decide */
 
         if (body && ngx_http_quota_refusal_wants_body(r, ctx)) {
-            ctx->refuse_after_body = 1;
+            ctx->refuse_after_body = ctx->status;
             return ngx_http_quota_body_read(r, ctx);
         }
 
@@ -228,6 +236,7 @@ ngx_http_quota_gate_finish(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     case NGX_HTTP_QUOTA_STATUS_DENIED:
     case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
     case NGX_HTTP_QUOTA_STATUS_INVALID:
+    case NGX_HTTP_QUOTA_STATUS_LOAD_SHED:
         rc = ngx_http_quota_send_refusal(r, ctx);
         ngx_http_finalize_request(r, rc);
         return NGX_DONE;

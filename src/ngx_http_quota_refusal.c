@@ -1,10 +1,10 @@
 /*
  * What the gate tells clients: the 429 with Retry-After when a quota is
  * spent, the 503 when the quota store cannot be reached and the location
- * fails closed, the 403/400 for a missing or oversized scope value, each
- * as JSON or, for streaming clients, as SSE; and the RateLimit and
- * X-Quota-* headers that let clients slow down before they reach the
- * limit.
+ * fails closed or when the host sheds load, the 403/400 for a missing or
+ * oversized scope value, each as JSON or, for streaming clients, as SSE;
+ * and the RateLimit and X-Quota-* headers that let clients slow down
+ * before they reach the limit.
  */
 
 
@@ -99,6 +99,21 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         break;
 
+    case NGX_HTTP_QUOTA_STATUS_LOAD_SHED:
+        r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        done = "load_shed";
+
+        /* both SDKs retry a 503 after Retry-After: no X-Should-Retry */
+
+        if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header,
+                                       ctx->retry_after, 0)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        break;
+
     default: /* NGX_HTTP_QUOTA_STATUS_INVALID */
         r->headers_out.status = ctx->bad_status;
         done = "invalid_scope";
@@ -180,6 +195,10 @@ ngx_http_quota_refusal_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
         return quota_json_unavailable(buf, size, ctx->conf->meter.data,
                                       ctx->conf->meter.len);
+
+    case NGX_HTTP_QUOTA_STATUS_LOAD_SHED:
+        return quota_json_load_shed(buf, size, ctx->conf->meter.data,
+                                    ctx->conf->meter.len, ctx->retry_after);
 
     default: /* NGX_HTTP_QUOTA_STATUS_INVALID */
         s = &ctx->path[ctx->bad_scope];

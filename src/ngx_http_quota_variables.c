@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_quota.h"
+#include "ngx_http_quota_throttle.h"
 
 
 static ngx_int_t ngx_http_quota_status_variable(ngx_http_request_t *r,
@@ -65,6 +66,10 @@ static ngx_http_variable_t  ngx_http_quota_vars[] = {
       offsetof(quota_usage_t, cached),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("quota_throttle"), NULL,
+      ngx_http_quota_throttle_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -78,7 +83,8 @@ ngx_str_t  ngx_http_quota_status_names[] = {
     ngx_string("denied"),
     ngx_string("fail_open"),
     ngx_string("fail_closed"),
-    ngx_string("invalid")
+    ngx_string("invalid"),
+    ngx_string("load_shed")
 };
 
 
@@ -129,7 +135,11 @@ ngx_http_quota_money_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_quota_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
+    /* refused before any estimate was made */
+
+    if (ctx == NULL || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID
+        || ctx->status == NGX_HTTP_QUOTA_STATUS_LOAD_SHED)
+    {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -187,7 +197,9 @@ ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
+    if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED
+        || ctx->status == NGX_HTTP_QUOTA_STATUS_LOAD_SHED)
+    {
         secs = ctx->retry_after;
 
     } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED) {

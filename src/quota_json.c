@@ -440,9 +440,12 @@ quota_json_scope_error(char *buf, size_t size, const char *code,
 }
 
 
+/* the 503s: the meter's refusals that say nothing of a scope */
+
 typedef struct {
     const unsigned char  *meter;
     size_t                meter_len;
+    int64_t               retry_after;
 } quota_meter_arg_t;
 
 
@@ -456,21 +459,57 @@ quota_out_unavailable_message(quota_out_t *o, const void *arg)
 }
 
 
+static void
+quota_out_load_shed_message(quota_out_t *o, const void *arg)
+{
+    const quota_meter_arg_t  *m = arg;
+
+    quota_out_escaped(o, m->meter, m->meter_len);
+    quota_out_str(o, " request shed: the server is overloaded; retry in ");
+    quota_out_int(o, m->retry_after);
+    quota_out_str(o, m->retry_after == 1 ? " second" : " seconds");
+}
+
+
+/* details {"resourceType","retryAfter"} */
+static size_t
+quota_json_meter_refusal(char *buf, size_t size, const char *type,
+    const char *code, quota_message_pt message, const quota_meter_arg_t *m)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_out_envelope_open(&o, type, code, message, m);
+    quota_out_str(&o, "\"resourceType\":");
+    quota_out_string(&o, m->meter, m->meter_len);
+    quota_out_str(&o, ",\"retryAfter\":");
+    quota_out_int(&o, m->retry_after);
+    quota_out_envelope_close(&o);
+
+    return o.len;
+}
+
+
 size_t
 quota_json_unavailable(char *buf, size_t size, const unsigned char *meter,
     size_t meter_len)
 {
-    quota_out_t        o = { buf, size, 0 };
-    quota_meter_arg_t  m = { meter, meter_len };
+    quota_meter_arg_t  m = { meter, meter_len, 1 };
 
-    quota_out_envelope_open(&o, "api_error", "quota_unavailable",
-                            quota_out_unavailable_message, &m);
-    quota_out_str(&o, "\"resourceType\":");
-    quota_out_string(&o, meter, meter_len);
-    quota_out_str(&o, ",\"retryAfter\":1");
-    quota_out_envelope_close(&o);
+    return quota_json_meter_refusal(buf, size, "api_error",
+                                    "quota_unavailable",
+                                    quota_out_unavailable_message, &m);
+}
 
-    return o.len;
+
+size_t
+quota_json_load_shed(char *buf, size_t size, const unsigned char *meter,
+    size_t meter_len, int64_t retry_after)
+{
+    quota_meter_arg_t  m = { meter, meter_len, retry_after };
+
+    return quota_json_meter_refusal(buf, size, "overloaded_error",
+                                    "load_shed",
+                                    quota_out_load_shed_message, &m);
 }
 
 

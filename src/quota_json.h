@@ -1,8 +1,8 @@
 /*
  * The bodies of the module's own responses: the 429 that tells a tenant
  * what was spent, the limit and when it resets, the 403/400 for a bad
- * scope value, the 503 when the quota store is out of reach, and the
- * SSE framing of any of them for streaming clients.  Each is the one
+ * scope value, the 503 when the quota store is out of reach or the host
+ * sheds load, and the SSE framing of any of them for streaming clients.  Each is the one
  * envelope the OpenAI and Anthropic SDKs both parse: {"type":"error",
  * "message", "error":{"type","code","message","param":null,"details"}}.
  * Pure C, no nginx.
@@ -84,6 +84,13 @@ size_t quota_json_scope_error(char *buf, size_t size, const char *code,
 /* code "quota_unavailable", an api_error, for fail-closed requests */
 size_t quota_json_unavailable(char *buf, size_t size,
     const unsigned char *meter, size_t meter_len);
+
+/*
+ * code "load_shed", an overloaded_error, for requests the host is too
+ * busy to take (quota_throttle); details {"resourceType","retryAfter"}
+ */
+size_t quota_json_load_shed(char *buf, size_t size,
+    const unsigned char *meter, size_t meter_len, int64_t retry_after);
 
 /*
  * "event: error\ndata: <json>\n\nevent: done\ndata: {"status":..}\n\n";

@@ -82,6 +82,15 @@ w_unavailable(char *buf, size_t size, const void *arg)
 
 
 static size_t
+w_load_shed(char *buf, size_t size, const void *arg)
+{
+    (void) arg;
+
+    return quota_json_load_shed(buf, size, U("l\"m\xff"), 4, 3);
+}
+
+
+static size_t
 w_sse(char *buf, size_t size, const void *arg)
 {
     return quota_sse_wrap(buf, size, arg, strlen(arg), "quota_exceeded");
@@ -159,6 +168,7 @@ test_small_buffers_are_never_overrun(void **state)
     check_snprintf_contract(w_denial, &d);
     check_snprintf_contract(w_scope_error, NULL);
     check_snprintf_contract(w_unavailable, NULL);
+    check_snprintf_contract(w_load_shed, NULL);
     check_snprintf_contract(w_string, NULL);
 
     body = denial(&d, NULL);
@@ -317,6 +327,52 @@ test_unavailable_body(void **state)
 }
 
 
+static const char  load_shed_body[] =
+    "{\"type\":\"error\",\"message\":\"llm request shed: the server is "
+    "overloaded; retry in 3 seconds\",\"error\":{\"type\":"
+    "\"overloaded_error\",\"code\":\"load_shed\",\"message\":\"llm "
+    "request shed: the server is overloaded; retry in 3 seconds\","
+    "\"param\":null,\"details\":{\"resourceType\":\"llm\","
+    "\"retryAfter\":3}}}\n";
+
+
+static void
+test_load_shed_body(void **state)
+{
+    char     buf[512];
+    size_t   n;
+    json_t  *j, *q;
+
+    (void) state;
+
+    assert_int_equal(quota_json_load_shed(NULL, 0, U("llm"), 3, 3),
+                     sizeof(load_shed_body) - 1);
+
+    n = quota_json_load_shed(buf, sizeof(buf), U("llm"), 3, 3);
+    assert_int_equal(n, sizeof(load_shed_body) - 1);
+    assert_memory_equal(buf, load_shed_body, n);
+
+    j = load(buf, n, 0);
+    q = envelope(j, "overloaded_error", "load_shed");
+    assert_int_equal(json_object_size(q), 2);
+    check_str(q, "resourceType", "llm");
+    check_integer(q, "retryAfter", 3);
+    json_decref(j);
+
+    n = quota_json_load_shed(buf, sizeof(buf), U("e2b"), 3, 1);
+    j = load(buf, n, 0);
+    check_str(j, "message",
+              "e2b request shed: the server is overloaded; retry in 1 second");
+    json_decref(j);
+
+    /* a meter with odd bytes still gives valid JSON */
+    n = quota_json_load_shed(buf, sizeof(buf), U("l\"m\xff"), 4, 5);
+    j = load(buf, n, 0);
+    check_str(get(get(j, "error"), "details"), "resourceType", "l\"m" FFFD);
+    json_decref(j);
+}
+
+
 int
 main(void)
 {
@@ -327,6 +383,7 @@ main(void)
         cmocka_unit_test(test_sse_wrap_small_example_and_data_parses),
         cmocka_unit_test(test_scope_error_body),
         cmocka_unit_test(test_unavailable_body),
+        cmocka_unit_test(test_load_shed_body),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
