@@ -79,6 +79,7 @@ typedef struct {
     ngx_str_t                    scope;
     quota_period_e               period;
     int64_t                      limit;          /* micro-dollars */
+    ngx_flag_t                   sliding;        /* the last W seconds */
     ngx_http_quota_where_t       where;
 } ngx_http_quota_limit_t;
 
@@ -88,6 +89,7 @@ typedef struct {
     ngx_uint_t                   depth;          /* 1: first scope */
     quota_period_e               period;
     int64_t                      limit;
+    ngx_flag_t                   sliding;
 } ngx_http_quota_rule_t;
 
 
@@ -161,7 +163,15 @@ typedef struct {
     quota_period_e               period;
     int64_t                      limit;
     int64_t                      value;          /* after the reservation */
+    time_t                       window_start;
     time_t                       window_end;
+    time_t                       reset;          /* when it lets more in */
+
+    /* a sliding limit reads the previous window's counter too */
+    ngx_str_t                    prev_key;       /* with the epoch suffix */
+    size_t                       prev_base;
+    int64_t                      prev_value;
+    unsigned                     sliding:1;
 } ngx_http_quota_key_t;
 
 

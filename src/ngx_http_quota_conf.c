@@ -139,13 +139,14 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static char *
 ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
 {
-    ngx_uint_t                   i, j, used;
+    ngx_uint_t                   i, j, used, nkeys;
     ngx_http_quota_rule_t       *rule, *r;
     ngx_http_quota_scope_t      *scope;
     ngx_http_quota_limit_t      *limit;
     ngx_http_quota_main_conf_t  *qmcf;
 
     qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_quota_module);
+    nkeys = 0;
 
     if (!qmcf->enabled) {
         ngx_http_quota_conf_error(cf, &qlcf->where,
@@ -236,6 +237,20 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         rule->depth = j + 1;
         rule->period = limit[i].period;
         rule->limit = limit[i].limit;
+        rule->sliding = limit[i].sliding;
+
+        /* a sliding limit reads a second counter in the transaction */
+
+        nkeys += 1 + (limit[i].sliding != 0);
+
+        if (nkeys > NGX_HTTP_QUOTA_MAX_KEYS) {
+            ngx_http_quota_conf_error(cf, &limit[i].where,
+                                      "too many quota_limit directives "
+                                      "(at most %d counters, a sliding "
+                                      "limit takes two)",
+                                      NGX_HTTP_QUOTA_MAX_KEYS);
+            return NGX_CONF_ERROR;
+        }
 
         qlcf->max_limit = ngx_max(qlcf->max_limit, limit[i].limit);
     }
@@ -369,6 +384,7 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     int                      period;
     int64_t                  amount;
     ngx_str_t               *value;
+    ngx_uint_t               i;
     ngx_http_quota_limit_t  *limit;
 
     value = cf->args->elts;
@@ -415,7 +431,29 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->scope = value[1];
     limit->limit = amount;
     limit->period = period;
+    limit->sliding = 0;
     ngx_http_quota_where(cf, &limit->where);
+
+    for (i = 4; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "sliding") == 0) {
+            if (period != QUOTA_PERIOD_MINUTE && period != QUOTA_PERIOD_HOUR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "quota_limit: \"sliding\" applies to "
+                                   "minute and hour limits, not to a %V",
+                                   &value[3]);
+                return NGX_CONF_ERROR;
+            }
+
+            limit->sliding = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: unknown parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -22,9 +22,12 @@
 typedef struct {
     time_t                       now;
     u_char                      *meter;
+    time_t                       start;
     time_t                       end;
     size_t                       len;
     u_char                       tail[128];
+    size_t                       prev_len;       /* the window before */
+    u_char                       prev_tail[128];
 } ngx_http_quota_window_t;
 
 
@@ -386,10 +389,32 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->period = rule[i].period;
         k->limit = rule[i].limit;
         k->value = 0;
+        k->prev_value = 0;
+        k->sliding = rule[i].sliding;
 
         w = ngx_http_quota_gate_window(&ctx->conf->meter, k->period,
                                        ctx->now);
+        k->window_start = w->start;
         k->window_end = w->end;
+        k->reset = w->end;
+
+        if (k->sliding) {
+            k->prev_key.data = ngx_pnalloc(r->pool, qmcf->redis.prefix.len
+                                                    + ends[k->depth]
+                                                    + w->prev_len
+                                                    + QUOTA_EPOCH_SUFFIX_MAX);
+            if (k->prev_key.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_cpymem(k->prev_key.data, qmcf->redis.prefix.data,
+                           qmcf->redis.prefix.len);
+            p = ngx_cpymem(p, path, ends[k->depth]);
+            p = ngx_cpymem(p, w->prev_tail, w->prev_len);
+
+            k->prev_base = p - k->prev_key.data;
+            k->prev_key.len = k->prev_base;
+        }
 
         /* the epoch's suffix is written once the epoch is known */
 
@@ -432,7 +457,14 @@ ngx_http_quota_gate_window(ngx_str_t *meter, quota_period_e period,
         w->len = quota_key_tail(w->tail, meter->data, meter->len, period,
                                 start)
                  - w->tail;
+        w->start = (time_t) start;
         w->end = (time_t) end;
+
+        quota_period_window(period, start - 1, &start, &end);
+
+        w->prev_len = quota_key_tail(w->prev_tail, meter->data, meter->len,
+                                     period, start)
+                      - w->prev_tail;
         w->now = now;
         w->meter = meter->data;
     }

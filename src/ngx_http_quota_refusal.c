@@ -240,7 +240,7 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->estimate = ctx->estimate;
     d->period = k->period;
     d->retry_after = ctx->retry_after;
-    d->resets_at = k->window_end;
+    d->resets_at = k->reset;
     d->now = ngx_time();
 }
 
@@ -323,7 +323,7 @@ ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
                                       ngx_max(k->limit - spent, 0), 1)
            != NGX_OK
         || ngx_http_quota_push_number(r, &ngx_http_quota_reset_header,
-                                      ngx_max(k->window_end - now, 1), 0)
+                                      ngx_max(k->reset - now, 1), 0)
            != NGX_OK)
     {
         return NGX_ERROR;

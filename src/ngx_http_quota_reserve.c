@@ -18,6 +18,7 @@
 
 
 #include "ngx_http_quota.h"
+#include "quota_sliding.h"
 #include "ngx_http_quota_epoch.h"
 
 
@@ -54,6 +55,8 @@ static void ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx,
     const char *why);
 static void ngx_http_quota_reserve_timeout(ngx_event_t *ev);
 static void ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx);
+static void ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx,
+    ngx_http_quota_key_t *k, int64_t counter, ngx_time_t *tp);
 static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
     uint32_t failed);
 
@@ -234,16 +237,26 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
     u_char                *p;
     size_t                 size;
     ngx_str_t             *suffix;
-    ngx_uint_t             i;
+    ngx_uint_t             i, n;
     ngx_http_quota_key_t  *k;
     ngx_http_quota_txn_t  *txn;
 
-    size = sizeof(ngx_http_quota_txn_t)
-           + (ctx->nkeys - 1) * sizeof(ngx_http_quota_incr_t);
+    /* the counters, then the previous windows the sliding limits read */
+
+    n = ctx->nkeys;
+    size = 0;
 
     for (i = 0; i < ctx->nkeys; i++) {
         size += ctx->keys[i].base + QUOTA_EPOCH_SUFFIX_MAX;
+
+        if (ctx->keys[i].sliding) {
+            size += ctx->keys[i].prev_base + QUOTA_EPOCH_SUFFIX_MAX;
+            n++;
+        }
     }
+
+    size += sizeof(ngx_http_quota_txn_t)
+            + (n - 1) * sizeof(ngx_http_quota_incr_t);
 
     txn = ngx_alloc(size, ngx_cycle->log);
     if (txn == NULL) {
@@ -255,11 +268,12 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
     txn->rd = rd;
     txn->entry = ctx->entry;
     txn->epoch = epoch;
-    txn->n = ctx->nkeys;
+    txn->n = n;
 
     ngx_http_quota_epoch_hold(txn->entry);
 
     p = (u_char *) &txn->incr[txn->n];
+    n = ctx->nkeys;
 
     suffix = ngx_http_quota_epoch_suffix(ctx->entry);
 
@@ -277,6 +291,25 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
         txn->incr[i].delta = ctx->estimate;
         txn->incr[i].expire_ms = ((int64_t) k->window_end
                                   + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+
+        if (!k->sliding) {
+            continue;
+        }
+
+        /* INCRBY 0 reads the previous window without a command of its own */
+
+        k->prev_key.len = ngx_cpymem(k->prev_key.data + k->prev_base,
+                                     suffix->data, suffix->len)
+                          - k->prev_key.data;
+
+        txn->incr[n].key.data = p;
+        txn->incr[n].key.len = k->prev_key.len;
+        p = ngx_cpymem(p, k->prev_key.data, k->prev_key.len);
+
+        txn->incr[n].delta = 0;
+        txn->incr[n].expire_ms = ((int64_t) k->window_start
+                                  + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
+        n++;
     }
 
     return txn;
@@ -389,15 +422,28 @@ ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
 static void
 ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
 {
-    ngx_uint_t             i, denied, tightest;
+    ngx_uint_t             i, n, denied, tightest;
+    ngx_msec_t             elapsed;
+    ngx_time_t            *tp;
     ngx_http_quota_key_t  *k;
 
     denied = NGX_HTTP_QUOTA_MAX_KEYS;
     tightest = 0;
+    n = ctx->nkeys;
+    tp = ngx_timeofday();
 
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
         k->value = values[i];
+
+        if (k->sliding) {
+            /* what the last W seconds spent, the counter's own included */
+            k->prev_value = values[n++];
+            elapsed = (tp->sec - k->window_start) * 1000 + tp->msec;
+            k->value = quota_sliding_count(k->prev_value, values[i],
+                          (int64_t) (k->window_end - k->window_start) * 1000,
+                          (int64_t) elapsed);
+        }
 
         if ((k->value > k->limit
              || (ctx->estimate == 0 && k->value >= k->limit))
@@ -425,14 +471,46 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
     ctx->status = NGX_HTTP_QUOTA_STATUS_DENIED;
     ctx->denied = denied;
 
+    k = &ctx->keys[denied];
+
+    if (k->sliding) {
+        ngx_http_quota_reserve_slid(ctx, k, values[denied], tp);
+    }
+
     /* spread: clients told the same reset would all come back at once */
-    ctx->retry_after = ngx_max(ctx->keys[denied].window_end - ngx_time(), 1)
-                       + ngx_random() % 6;
+    ctx->retry_after = ngx_max(k->reset - tp->sec, 1) + ngx_random() % 6;
 
     ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
                   "quota: denied by \"%V\": %L over limit %L",
                   &ctx->keys[denied].key, ctx->keys[denied].value,
                   ctx->keys[denied].limit);
+}
+
+
+/*
+ * When a sliding limit lets the request in: once enough of the previous
+ * window (or, past its end, of this one) has slid out for the estimate
+ * to fit, supposing nothing else is spent meanwhile.  An estimate larger
+ * than the limit never fits: the window's end is reported, as for a
+ * fixed limit.
+ */
+
+static void
+ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx, ngx_http_quota_key_t *k,
+    int64_t counter, ngx_time_t *tp)
+{
+    int64_t  wait;
+
+    wait = quota_sliding_wait(k->limit, k->prev_value,
+                              counter - ctx->estimate, ctx->estimate,
+                              (int64_t) (k->window_end - k->window_start)
+                              * 1000,
+                              (int64_t) (tp->sec - k->window_start) * 1000
+                              + tp->msec);
+
+    if (wait >= 0) {
+        k->reset = tp->sec + (time_t) ((tp->msec + wait + 999) / 1000);
+    }
 }
 
 
@@ -560,7 +638,7 @@ ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed)
     ngx_http_quota_incr_t  incr[NGX_HTTP_QUOTA_MAX_KEYS];
 
     for (i = 0, n = 0; i < txn->n; i++) {
-        if (failed & ((uint32_t) 1 << i)) {
+        if ((failed & ((uint32_t) 1 << i)) || txn->incr[i].delta == 0) {
             continue;
         }
 
