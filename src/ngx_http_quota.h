@@ -31,6 +31,9 @@
 /* limits one location may check per request: one Redis transaction */
 #define NGX_HTTP_QUOTA_MAX_KEYS      NGX_HTTP_QUOTA_REDIS_MAX_INCR
 
+/* the hard limit of a counter that has only a soft one */
+#define NGX_HTTP_QUOTA_NO_LIMIT      INT64_MAX
+
 /* counters outlive their window by this much, for late settlements */
 #define NGX_HTTP_QUOTA_KEY_GRACE     3600
 
@@ -80,6 +83,7 @@ typedef struct {
     quota_period_e               period;
     int64_t                      limit;          /* micro-dollars */
     ngx_flag_t                   sliding;        /* the last W seconds */
+    ngx_flag_t                   soft;           /* never refuses */
     ngx_http_quota_where_t       where;
 } ngx_http_quota_limit_t;
 
@@ -88,7 +92,8 @@ typedef struct {
 typedef struct {
     ngx_uint_t                   depth;          /* 1: first scope */
     quota_period_e               period;
-    int64_t                      limit;
+    int64_t                      limit;          /* or NO_LIMIT */
+    int64_t                      soft_limit;     /* -1: none */
     ngx_flag_t                   sliding;
 } ngx_http_quota_rule_t;
 
@@ -161,7 +166,8 @@ typedef struct {
     size_t                       base;           /* its length without */
     ngx_uint_t                   depth;
     quota_period_e               period;
-    int64_t                      limit;
+    int64_t                      limit;          /* or NO_LIMIT */
+    int64_t                      soft_limit;     /* -1: none */
     int64_t                      value;          /* after the reservation */
     time_t                       window_start;
     time_t                       window_end;
@@ -239,6 +245,7 @@ typedef struct {
     unsigned                     costed:1;       /* actual is known */
     unsigned                     parsed:1;       /* req holds the body */
     unsigned                     injected:1;     /* include_usage, ours */
+    unsigned                     soft_exceeded:1;
     unsigned                     throttled:1;    /* throttle is set */
     unsigned                     settled:1;
 } ngx_http_quota_ctx_t;

@@ -8,6 +8,9 @@
 #include "ngx_http_quota.h"
 
 
+static ngx_int_t ngx_http_quota_rule_add(ngx_conf_t *cf,
+    ngx_http_quota_loc_conf_t *qlcf, ngx_http_quota_limit_t *limit,
+    ngx_uint_t depth);
 static char *ngx_http_quota_resolve(ngx_conf_t *cf,
     ngx_http_quota_loc_conf_t *qlcf);
 static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
@@ -140,7 +143,7 @@ static char *
 ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
 {
     ngx_uint_t                   i, j, used, nkeys;
-    ngx_http_quota_rule_t       *rule, *r;
+    ngx_http_quota_rule_t       *r;
     ngx_http_quota_scope_t      *scope;
     ngx_http_quota_limit_t      *limit;
     ngx_http_quota_main_conf_t  *qmcf;
@@ -217,42 +220,27 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
             return NGX_CONF_ERROR;
         }
 
-        r = qlcf->rules->elts;
-
-        for (used = 0; used < qlcf->rules->nelts; used++) {
-            if (r[used].depth == j + 1 && r[used].period == limit[i].period) {
-                ngx_http_quota_conf_error(cf, &limit[i].where,
-                                          "duplicate quota_limit for scope "
-                                          "\"%V\" per %s", &limit[i].scope,
-                                          quota_period_name(limit[i].period));
-                return NGX_CONF_ERROR;
-            }
-        }
-
-        rule = ngx_array_push(qlcf->rules);
-        if (rule == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        rule->depth = j + 1;
-        rule->period = limit[i].period;
-        rule->limit = limit[i].limit;
-        rule->sliding = limit[i].sliding;
-
-        /* a sliding limit reads a second counter in the transaction */
-
-        nkeys += 1 + (limit[i].sliding != 0);
-
-        if (nkeys > NGX_HTTP_QUOTA_MAX_KEYS) {
-            ngx_http_quota_conf_error(cf, &limit[i].where,
-                                      "too many quota_limit directives "
-                                      "(at most %d counters, a sliding "
-                                      "limit takes two)",
-                                      NGX_HTTP_QUOTA_MAX_KEYS);
+        if (ngx_http_quota_rule_add(cf, qlcf, &limit[i], j + 1) != NGX_OK) {
             return NGX_CONF_ERROR;
         }
 
         qlcf->max_limit = ngx_max(qlcf->max_limit, limit[i].limit);
+    }
+
+    /* a sliding limit reads a second counter in the transaction */
+
+    r = qlcf->rules->elts;
+
+    for (used = 0; used < qlcf->rules->nelts; used++) {
+        nkeys += 1 + (r[used].sliding != 0);
+    }
+
+    if (nkeys > NGX_HTTP_QUOTA_MAX_KEYS) {
+        ngx_http_quota_conf_error(cf, &qlcf->where,
+                                  "too many quota_limit directives (at most "
+                                  "%d counters, a sliding limit takes two)",
+                                  NGX_HTTP_QUOTA_MAX_KEYS);
+        return NGX_CONF_ERROR;
     }
 
     for (j = 0; j < qlcf->scopes->nelts; j++) {
@@ -273,6 +261,75 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A soft and a hard limit of one scope and period count the same spend:
+ * they share one rule, so one counter; either may be written first.
+ */
+
+static ngx_int_t
+ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
+    ngx_http_quota_limit_t *limit, ngx_uint_t depth)
+{
+    ngx_uint_t              i;
+    ngx_http_quota_rule_t  *rule;
+
+    rule = qlcf->rules->elts;
+
+    for (i = 0; i < qlcf->rules->nelts; i++) {
+        if (rule[i].depth == depth && rule[i].period == limit->period) {
+            break;
+        }
+    }
+
+    if (i == qlcf->rules->nelts) {
+        rule = ngx_array_push(qlcf->rules);
+        if (rule == NULL) {
+            return NGX_ERROR;
+        }
+
+        rule->depth = depth;
+        rule->period = limit->period;
+        rule->limit = NGX_HTTP_QUOTA_NO_LIMIT;
+        rule->soft_limit = -1;
+        rule->sliding = limit->sliding;
+
+    } else {
+        rule = &rule[i];
+
+        if ((limit->soft ? rule->soft_limit >= 0
+                         : rule->limit != NGX_HTTP_QUOTA_NO_LIMIT))
+        {
+            ngx_http_quota_conf_error(cf, &limit->where,
+                                      "duplicate %squota_limit for scope "
+                                      "\"%V\" per %s",
+                                      limit->soft ? "soft " : "",
+                                      &limit->scope,
+                                      quota_period_name(limit->period));
+            return NGX_ERROR;
+        }
+
+        if (rule->sliding != limit->sliding) {
+            ngx_http_quota_conf_error(cf, &limit->where,
+                                      "the soft and the hard quota_limit "
+                                      "for scope \"%V\" per %s share one "
+                                      "counter: both sliding or neither",
+                                      &limit->scope,
+                                      quota_period_name(limit->period));
+            return NGX_ERROR;
+        }
+    }
+
+    if (limit->soft) {
+        rule->soft_limit = limit->limit;
+
+    } else {
+        rule->limit = limit->limit;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -432,6 +489,7 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->limit = amount;
     limit->period = period;
     limit->sliding = 0;
+    limit->soft = 0;
     ngx_http_quota_where(cf, &limit->where);
 
     for (i = 4; i < cf->args->nelts; i++) {
@@ -446,6 +504,11 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             limit->sliding = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "soft") == 0) {
+            limit->soft = 1;
             continue;
         }
 

@@ -388,6 +388,7 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->depth = rule[i].depth;
         k->period = rule[i].period;
         k->limit = rule[i].limit;
+        k->soft_limit = rule[i].soft_limit;
         k->value = 0;
         k->prev_value = 0;
         k->sliding = rule[i].sliding;

@@ -250,7 +250,12 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                               ends[k->depth], ids)
                   - key.data;
 
-        switch (ngx_http_quota_limits_lookup(zone, &key, &k->limit)) {
+        /* an override of a counter with only a soft limit is soft too */
+
+        switch (ngx_http_quota_limits_lookup(zone, &key,
+                                             k->limit == NGX_HTTP_QUOTA_NO_LIMIT
+                                             ? &k->soft_limit : &k->limit))
+        {
 
         case NGX_DONE:
             /* exempt: this counter is neither checked nor charged */

@@ -30,6 +30,8 @@ static ngx_str_t  ngx_http_quota_limit_header = ngx_string("X-Quota-Limit-Usd");
 static ngx_str_t  ngx_http_quota_remaining_header =
     ngx_string("X-Quota-Remaining-Usd");
 static ngx_str_t  ngx_http_quota_reset_header = ngx_string("X-Quota-Reset");
+static ngx_str_t  ngx_http_quota_soft_header =
+    ngx_string("X-Quota-Soft-Limit");
 static ngx_str_t  ngx_http_quota_retry_header = ngx_string("Retry-After");
 static ngx_str_t  ngx_http_quota_should_retry_header =
     ngx_string("X-Should-Retry");
@@ -316,6 +318,20 @@ ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     k = &ctx->keys[refused ? ctx->denied : ctx->tightest];
     spent = k->value - taken;
 
+    if (ctx->soft_exceeded
+        && ngx_http_quota_push_header(r, &ngx_http_quota_soft_header,
+                                      (u_char *) "exceeded",
+                                      sizeof("exceeded") - 1)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (k->limit == NGX_HTTP_QUOTA_NO_LIMIT) {
+        /* only soft limits here: nothing any of them refuses */
+        return NGX_OK;
+    }
+
     if (ngx_http_quota_push_number(r, &ngx_http_quota_limit_header,
                                    k->limit, 1)
         != NGX_OK
@@ -340,36 +356,44 @@ ngx_http_quota_set_ratelimit(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     u_char                *p;
     size_t                 len;
     int64_t                start, end;
-    ngx_uint_t             i;
+    ngx_uint_t             i, n;
     quota_scope_ref_t     *s;
     ngx_http_quota_key_t  *k;
     quota_rl_item_t        items[NGX_HTTP_QUOTA_MAX_KEYS];
+
+    n = 0;
 
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
         s = &ctx->path[k->depth - 1];
 
+        if (k->limit == NGX_HTTP_QUOTA_NO_LIMIT) {
+            /* a soft limit is no quota a client need keep to */
+            continue;
+        }
+
         /* the window that ends with this counter's, a month's own length */
         quota_period_window(k->period, (int64_t) k->window_end - 1, &start,
                             &end);
 
-        items[i].scope = s->name;
-        items[i].scope_len = s->name_len;
-        items[i].period = k->period;
-        items[i].quota = k->limit;
-        items[i].window = end - start;
-        items[i].remaining = k->limit - (k->value - taken);
-        items[i].reset = ngx_max(k->window_end - now, 1);
+        items[n].scope = s->name;
+        items[n].scope_len = s->name_len;
+        items[n].period = k->period;
+        items[n].quota = k->limit;
+        items[n].window = end - start;
+        items[n].remaining = k->limit - (k->value - taken);
+        items[n].reset = ngx_max(k->window_end - now, 1);
+        n++;
     }
 
-    len = quota_rl_policy(NULL, 0, items, ctx->nkeys);
+    len = quota_rl_policy(NULL, 0, items, n);
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    (void) quota_rl_policy((char *) p, len, items, ctx->nkeys);
+    (void) quota_rl_policy((char *) p, len, items, n);
 
     if (ngx_http_quota_push_header(r, &ngx_http_quota_policy_header, p, len)
         != NGX_OK)
@@ -377,14 +401,14 @@ ngx_http_quota_set_ratelimit(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    len = quota_rl_state(NULL, 0, items, ctx->nkeys);
+    len = quota_rl_state(NULL, 0, items, n);
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    (void) quota_rl_state((char *) p, len, items, ctx->nkeys);
+    (void) quota_rl_state((char *) p, len, items, n);
 
     return ngx_http_quota_push_header(r, &ngx_http_quota_state_header, p, len);
 }

@@ -416,7 +416,8 @@ ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
  * Admitted only when every counter, with the estimate added, is within
  * its limit, and for a request estimated at nothing, only while some of
  * the limit is left: a limit of 0 refuses everything.  Allowed responses
- * report the limit with the least left.
+ * report the limit with the least left.  A soft limit only marks the
+ * responses of the requests that pass it.
  */
 
 static void
@@ -458,6 +459,10 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
             < ctx->keys[tightest].limit - ctx->keys[tightest].value)
         {
             tightest = i;
+        }
+
+        if (k->soft_limit >= 0 && k->value > k->soft_limit) {
+            ctx->soft_exceeded = 1;
         }
     }
 

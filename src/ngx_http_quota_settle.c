@@ -339,7 +339,9 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     for (i = 0; i < ctx->nkeys; i++) {
         limits[i].depth = ctx->keys[i].depth;
         limits[i].period = ctx->keys[i].period;
-        limits[i].limit = ctx->keys[i].limit;
+        limits[i].limit = ctx->keys[i].limit == NGX_HTTP_QUOTA_NO_LIMIT
+                          ? -1 : ctx->keys[i].limit;
+        limits[i].soft = ctx->keys[i].soft_limit;
     }
 
     row.limits = limits;

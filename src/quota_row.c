@@ -100,7 +100,7 @@ quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
  */
 
 #define QUOTA_ROW_FIXED  512
-#define QUOTA_ROW_LIMIT  96
+#define QUOTA_ROW_LIMIT  128
 
 
 size_t
@@ -176,7 +176,20 @@ quota_row_json(char *buf, size_t size, const quota_row_t *row)
         quota_out_str(&o, ",\"period\":\"");
         quota_out_str(&o, quota_period_name(row->limits[i].period));
         quota_out_str(&o, "\",\"limit_micros\":");
+
+        if (row->limits[i].limit < 0) {
+            quota_out_int(&o, row->limits[i].soft);
+            quota_out_str(&o, ",\"soft\":true}");
+            continue;
+        }
+
         quota_out_int(&o, row->limits[i].limit);
+
+        if (row->limits[i].soft >= 0) {
+            quota_out_str(&o, ",\"soft_micros\":");
+            quota_out_int(&o, row->limits[i].soft);
+        }
+
         quota_out_str(&o, "}");
     }
 

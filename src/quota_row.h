@@ -14,10 +14,16 @@
 #include "quota_period.h"
 
 
+/*
+ * A counter's limits: its hard one ("limit_micros"), and its soft one
+ * ("soft_micros"), if any.  A counter with only a soft limit is written
+ * with that as "limit_micros" and "soft": true.
+ */
 typedef struct {
     unsigned              depth;          /* 1: the first scope */
     quota_period_e        period;
-    int64_t               limit;          /* micro-dollars */
+    int64_t               limit;          /* micro-dollars, -1: none */
+    int64_t               soft;           /* micro-dollars, -1: none */
 } quota_row_limit_t;
 
 

@@ -56,9 +56,9 @@ scope(const char *name, const void *value, size_t value_len)
 
 
 static const quota_row_limit_t  contract_limits[] = {
-    { 1, QUOTA_PERIOD_DAY, 50000000 },
-    { 2, QUOTA_PERIOD_DAY, 5000000 },
-    { 1, QUOTA_PERIOD_MONTH, 1000000000 },
+    { 1, QUOTA_PERIOD_DAY, 50000000, -1 },
+    { 2, QUOTA_PERIOD_DAY, 5000000, -1 },
+    { 1, QUOTA_PERIOD_MONTH, 1000000000, -1 },
 };
 
 

@@ -196,6 +196,7 @@ test_values_instead_of_nulls(void **state)
         limits[i].depth = (unsigned) (i % 3 + 1);
         limits[i].period = (quota_period_e) i;
         limits[i].limit = (int64_t) (i + 1) * 1000000000LL + 7;
+        limits[i].soft = -1;
     }
 
     r = contract(scopes, 3);
@@ -385,6 +386,42 @@ test_odd_strings_stay_valid_json(void **state)
 
 
 /* rows made of the bytes that grow most: the one-pass bound still holds */
+/* a soft limit beside a hard one, and a counter with a soft one only */
+static void
+test_soft_limits(void **state)
+{
+    char               *buf, *at;
+    size_t              n;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[1];
+    quota_row_limit_t   limits[2] = {
+        { 1, QUOTA_PERIOD_DAY, 50000000, 40000000 },
+        { 1, QUOTA_PERIOD_MONTH, -1, 900000000 },
+    };
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+    r = contract(scopes, 1);
+    r.limits = limits;
+    r.nlimits = 2;
+
+    buf = row_json(&r, &n);
+    json_decref(load(buf, n));
+
+    buf[n] = '\0';
+    at = strstr(buf, "\"limits\":");
+    assert_non_null(at);
+    assert_string_equal(at, "\"limits\":["
+        "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000,"
+        "\"soft_micros\":40000000},"
+        "{\"depth\":1,\"period\":\"month\",\"limit_micros\":900000000,"
+        "\"soft\":true}]}");
+
+    free(buf);
+}
+
+
 static void
 test_bound_holds_for_the_widest_rows(void **state)
 {
@@ -410,7 +447,8 @@ test_bound_holds_for_the_widest_rows(void **state)
         for (i = 0; i < 16; i++) {
             limits[i].depth = 8;
             limits[i].period = QUOTA_PERIOD_MINUTE;
-            limits[i].limit = INT64_MIN;
+            limits[i].limit = INT64_MAX;
+            limits[i].soft = INT64_MIN;
         }
 
         r = contract(scopes, 8);
@@ -506,6 +544,7 @@ main(void)
         cmocka_unit_test(test_nulls),
         cmocka_unit_test(test_every_decision_and_no_scopes),
         cmocka_unit_test(test_odd_strings_stay_valid_json),
+        cmocka_unit_test(test_soft_limits),
         cmocka_unit_test(test_bound_holds_for_the_widest_rows),
         cmocka_unit_test(test_null_zero_gives_length_and_no_overrun),
     };
