@@ -84,6 +84,7 @@ typedef struct {
     int64_t                      limit;          /* micro-dollars */
     ngx_flag_t                   sliding;        /* the last W seconds */
     ngx_flag_t                   soft;           /* never refuses */
+    int64_t                      burst;          /* -1: none */
     ngx_http_quota_where_t       where;
 } ngx_http_quota_limit_t;
 
@@ -94,6 +95,7 @@ typedef struct {
     quota_period_e               period;
     int64_t                      limit;          /* or NO_LIMIT */
     int64_t                      soft_limit;     /* -1: none */
+    int64_t                      burst;          /* 0: none */
     ngx_flag_t                   sliding;
 } ngx_http_quota_rule_t;
 
@@ -168,16 +170,18 @@ typedef struct {
     quota_period_e               period;
     int64_t                      limit;          /* or NO_LIMIT */
     int64_t                      soft_limit;     /* -1: none */
+    int64_t                      burst;          /* 0: none */
     int64_t                      value;          /* after the reservation */
     time_t                       window_start;
     time_t                       window_end;
     time_t                       reset;          /* when it lets more in */
 
-    /* a sliding limit reads the previous window's counter too */
+    /* sliding and burst limits read the previous window's counter too */
     ngx_str_t                    prev_key;       /* with the epoch suffix */
     size_t                       prev_base;
     int64_t                      prev_value;
     unsigned                     sliding:1;
+    unsigned                     reads_prev:1;
 } ngx_http_quota_key_t;
 
 

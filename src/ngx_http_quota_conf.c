@@ -232,13 +232,14 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
     r = qlcf->rules->elts;
 
     for (used = 0; used < qlcf->rules->nelts; used++) {
-        nkeys += 1 + (r[used].sliding != 0);
+        nkeys += 1 + (r[used].sliding || r[used].burst);
     }
 
     if (nkeys > NGX_HTTP_QUOTA_MAX_KEYS) {
         ngx_http_quota_conf_error(cf, &qlcf->where,
                                   "too many quota_limit directives (at most "
-                                  "%d counters, a sliding limit takes two)",
+                                  "%d counters, a sliding or burst limit "
+                                  "takes two)",
                                   NGX_HTTP_QUOTA_MAX_KEYS);
         return NGX_CONF_ERROR;
     }
@@ -294,6 +295,7 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
         rule->period = limit->period;
         rule->limit = NGX_HTTP_QUOTA_NO_LIMIT;
         rule->soft_limit = -1;
+        rule->burst = 0;
         rule->sliding = limit->sliding;
 
     } else {
@@ -327,6 +329,7 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
 
     } else {
         rule->limit = limit->limit;
+        rule->burst = limit->burst > 0 ? limit->burst : 0;
     }
 
     return NGX_OK;
@@ -446,6 +449,13 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
+    if (cf->args->nelts < 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: expected SCOPE USD PERIOD "
+                           "[sliding] [soft] [burst=USD]");
+        return NGX_CONF_ERROR;
+    }
+
     if (!quota_key_name_valid(value[1].data, value[1].len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "quota_limit: invalid scope name \"%V\"",
@@ -490,6 +500,7 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     limit->period = period;
     limit->sliding = 0;
     limit->soft = 0;
+    limit->burst = -1;
     ngx_http_quota_where(cf, &limit->where);
 
     for (i = 4; i < cf->args->nelts; i++) {
@@ -512,9 +523,33 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            if (quota_money_parse((char *) value[i].data + 6,
+                                  value[i].len - 6, &limit->burst)
+                != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "quota_limit: invalid \"%V\", expected "
+                                   "burst=USD such as burst=2.50",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "quota_limit: unknown parameter \"%V\"",
                            &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* both read the previous window, as different things */
+
+    if (limit->burst >= 0 && (limit->soft || limit->sliding)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_limit: \"burst=\" does not apply to a "
+                           "%s limit", limit->soft ? "soft" : "sliding");
         return NGX_CONF_ERROR;
     }
 

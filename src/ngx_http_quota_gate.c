@@ -389,6 +389,8 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->period = rule[i].period;
         k->limit = rule[i].limit;
         k->soft_limit = rule[i].soft_limit;
+        k->burst = rule[i].burst;
+        k->reads_prev = rule[i].sliding || rule[i].burst;
         k->value = 0;
         k->prev_value = 0;
         k->sliding = rule[i].sliding;
@@ -399,7 +401,7 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->window_end = w->end;
         k->reset = w->end;
 
-        if (k->sliding) {
+        if (k->reads_prev) {
             k->prev_key.data = ngx_pnalloc(r->pool, qmcf->redis.prefix.len
                                                     + ends[k->depth]
                                                     + w->prev_len

@@ -238,6 +238,7 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->path = ctx->path;
     d->depth = k->depth;
     d->limit = k->limit;
+    d->burst = k->burst;
     d->spent = k->value - ctx->estimate;
     d->estimate = ctx->estimate;
     d->period = k->period;

@@ -55,6 +55,9 @@ static void ngx_http_quota_reserve_fail(ngx_http_quota_ctx_t *ctx,
     const char *why);
 static void ngx_http_quota_reserve_timeout(ngx_event_t *ev);
 static void ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx);
+static int64_t ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k,
+    int64_t counter, ngx_time_t *tp);
+static int64_t ngx_http_quota_ceiling(ngx_http_quota_key_t *k);
 static void ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx,
     ngx_http_quota_key_t *k, int64_t counter, ngx_time_t *tp);
 static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
@@ -241,7 +244,7 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
     ngx_http_quota_key_t  *k;
     ngx_http_quota_txn_t  *txn;
 
-    /* the counters, then the previous windows the sliding limits read */
+    /* the counters, then the previous windows sliding and burst read */
 
     n = ctx->nkeys;
     size = 0;
@@ -249,7 +252,7 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
     for (i = 0; i < ctx->nkeys; i++) {
         size += ctx->keys[i].base + QUOTA_EPOCH_SUFFIX_MAX;
 
-        if (ctx->keys[i].sliding) {
+        if (ctx->keys[i].reads_prev) {
             size += ctx->keys[i].prev_base + QUOTA_EPOCH_SUFFIX_MAX;
             n++;
         }
@@ -292,7 +295,7 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
         txn->incr[i].expire_ms = ((int64_t) k->window_end
                                   + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
 
-        if (!k->sliding) {
+        if (!k->reads_prev) {
             continue;
         }
 
@@ -401,8 +404,8 @@ ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
 {
     ngx_uint_t  hopeless, was_hopeless;
 
-    hopeless = ctx->estimate > k->limit;
-    was_hopeless = ctx->estimate > denied->limit;
+    hopeless = ctx->estimate > ngx_http_quota_ceiling(k);
+    was_hopeless = ctx->estimate > ngx_http_quota_ceiling(denied);
 
     if (hopeless != was_hopeless) {
         return hopeless;
@@ -423,8 +426,8 @@ ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
 static void
 ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
 {
+    int64_t                ceiling;
     ngx_uint_t             i, n, denied, tightest;
-    ngx_msec_t             elapsed;
     ngx_time_t            *tp;
     ngx_http_quota_key_t  *k;
 
@@ -437,17 +440,15 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
         k = &ctx->keys[i];
         k->value = values[i];
 
-        if (k->sliding) {
-            /* what the last W seconds spent, the counter's own included */
+        if (k->reads_prev) {
             k->prev_value = values[n++];
-            elapsed = (tp->sec - k->window_start) * 1000 + tp->msec;
-            k->value = quota_sliding_count(k->prev_value, values[i],
-                          (int64_t) (k->window_end - k->window_start) * 1000,
-                          (int64_t) elapsed);
+            k->value = ngx_http_quota_reserve_spent(k, values[i], tp);
         }
 
-        if ((k->value > k->limit
-             || (ctx->estimate == 0 && k->value >= k->limit))
+        ceiling = ngx_http_quota_ceiling(k);
+
+        if ((k->value > ceiling
+             || (ctx->estimate == 0 && k->value >= ceiling))
             && (denied == NGX_HTTP_QUOTA_MAX_KEYS
                 || ngx_http_quota_reserve_binds(ctx, k,
                                                 &ctx->keys[denied])))
@@ -489,6 +490,42 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
                   "quota: denied by \"%V\": %L over limit %L",
                   &ctx->keys[denied].key, ctx->keys[denied].value,
                   ctx->keys[denied].limit);
+}
+
+
+/*
+ * What a counter's window counts as spent: for a sliding limit the last W
+ * seconds, the previous window weighted by its overlap; for a limit with
+ * a burst its own and what the previous window took over the limit,
+ * owed since, so that a burst is paid back without a write at the
+ * window's end.
+ */
+
+static int64_t
+ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k, int64_t counter,
+    ngx_time_t *tp)
+{
+    int64_t  owed;
+
+    if (k->sliding) {
+        return quota_sliding_count(k->prev_value, counter,
+                          (int64_t) (k->window_end - k->window_start) * 1000,
+                          (int64_t) (tp->sec - k->window_start) * 1000
+                          + tp->msec);
+    }
+
+    owed = k->prev_value > k->limit ? k->prev_value - k->limit : 0;
+
+    return counter > INT64_MAX - owed ? INT64_MAX : counter + owed;
+}
+
+
+/* what a counter may reach: its limit and its burst */
+
+static int64_t
+ngx_http_quota_ceiling(ngx_http_quota_key_t *k)
+{
+    return k->limit > INT64_MAX - k->burst ? INT64_MAX : k->limit + k->burst;
 }
 
 

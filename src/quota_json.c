@@ -255,18 +255,26 @@ quota_out_envelope_close(quota_out_t *o)
 }
 
 
+static int
+quota_denial_hopeless(const quota_denial_t *d)
+{
+    return d->estimate > d->limit
+           && d->estimate - d->limit > d->burst;
+}
+
+
 const char *
 quota_denial_code(const quota_denial_t *d)
 {
-    return d->estimate > d->limit ? "estimate_exceeds_limit"
-                                  : "quota_exceeded";
+    return quota_denial_hopeless(d) ? "estimate_exceeds_limit"
+                                    : "quota_exceeded";
 }
 
 
 int
 quota_denial_retry_useless(const quota_denial_t *d)
 {
-    return d->estimate > d->limit || d->resets_at - d->now > 60;
+    return quota_denial_hopeless(d) || d->resets_at - d->now > 60;
 }
 
 
@@ -299,7 +307,7 @@ quota_out_denial_message(quota_out_t *o, const void *arg)
 
     quota_out_escaped(o, d->meter, d->meter_len);
 
-    if (d->estimate > d->limit) {
+    if (quota_denial_hopeless(d)) {
         quota_out_str(o, " request estimated at $");
         quota_out_money(o, d->estimate);
         quota_out_str(o, " is larger than the whole limit of ");

@@ -50,6 +50,7 @@ typedef struct {
     size_t                    depth;
 
     int64_t                   limit;        /* micro-dollars */
+    int64_t                   burst;        /* over it, this window: 0 */
     int64_t                   spent;        /* before this request */
     int64_t                   estimate;     /* this request */
     quota_period_e            period;
@@ -62,8 +63,9 @@ typedef struct {
 size_t quota_json_denial(char *buf, size_t size, const quota_denial_t *d);
 
 /*
- * "estimate_exceeds_limit" when the estimate alone is over the limit, so
- * that no reset lets the request through, else "quota_exceeded"
+ * "estimate_exceeds_limit" when the estimate alone is over the limit (and
+ * its burst), so that no reset lets the request through, else
+ * "quota_exceeded"
  */
 const char *quota_denial_code(const quota_denial_t *d);
 

@@ -360,6 +360,20 @@ test_denial_estimate_exceeds_limit(void **state)
     d.estimate = d.limit;
     assert_string_equal(quota_denial_code(&d), "quota_exceeded");
     assert_false(quota_denial_retry_useless(&d));
+
+    /* over the limit but within its burst, it can fit */
+    d.estimate = d.limit + 10;
+    d.burst = 10;
+    assert_string_equal(quota_denial_code(&d), "quota_exceeded");
+    assert_false(quota_denial_retry_useless(&d));
+
+    d.estimate = d.limit + 11;
+    assert_string_equal(quota_denial_code(&d), "estimate_exceeds_limit");
+    assert_true(quota_denial_retry_useless(&d));
+
+    d.burst = INT64_MAX;
+    d.estimate = INT64_MAX;
+    assert_string_equal(quota_denial_code(&d), "quota_exceeded");
 }
 
 
