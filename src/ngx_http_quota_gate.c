@@ -38,6 +38,9 @@ static ngx_int_t ngx_http_quota_gate_scopes(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static ngx_int_t ngx_http_quota_gate_keys(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
+static ngx_int_t ngx_http_quota_gate_name(ngx_http_request_t *r,
+    ngx_str_t *prefix, ngx_str_t *path, u_char *tail, size_t len,
+    ngx_str_t *key, size_t *base);
 static int64_t ngx_http_quota_gate_estimate(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
@@ -338,6 +341,7 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     u_char                      *path, *p;
     size_t                       len;
+    ngx_str_t                    path_of;
     ngx_uint_t                   i;
     ngx_http_quota_key_t        *k;
     ngx_http_quota_window_t     *w;
@@ -401,41 +405,48 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->window_end = w->end;
         k->reset = w->end;
 
-        if (k->reads_prev) {
-            k->prev_key.data = ngx_pnalloc(r->pool, qmcf->redis.prefix.len
-                                                    + ends[k->depth]
-                                                    + w->prev_len
-                                                    + QUOTA_EPOCH_SUFFIX_MAX);
-            if (k->prev_key.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            p = ngx_cpymem(k->prev_key.data, qmcf->redis.prefix.data,
-                           qmcf->redis.prefix.len);
-            p = ngx_cpymem(p, path, ends[k->depth]);
-            p = ngx_cpymem(p, w->prev_tail, w->prev_len);
-
-            k->prev_base = p - k->prev_key.data;
-            k->prev_key.len = k->prev_base;
-        }
-
         /* the epoch's suffix is written once the epoch is known */
 
-        k->key.data = ngx_pnalloc(r->pool, qmcf->redis.prefix.len
-                                           + ends[k->depth] + w->len
-                                           + QUOTA_EPOCH_SUFFIX_MAX);
-        if (k->key.data == NULL) {
+        path_of.data = path;
+        path_of.len = ends[k->depth];
+
+        if (ngx_http_quota_gate_name(r, &qmcf->redis.prefix, &path_of,
+                                     w->tail, w->len, &k->key, &k->base)
+            != NGX_OK
+            || (k->reads_prev
+                && ngx_http_quota_gate_name(r, &qmcf->redis.prefix, &path_of,
+                                            w->prev_tail, w->prev_len,
+                                            &k->prev_key, &k->prev_base)
+                   != NGX_OK))
+        {
             return NGX_ERROR;
         }
-
-        p = ngx_cpymem(k->key.data, qmcf->redis.prefix.data,
-                       qmcf->redis.prefix.len);
-        p = ngx_cpymem(p, path, ends[k->depth]);
-        p = ngx_cpymem(p, w->tail, w->len);
-
-        k->base = p - k->key.data;
-        k->key.len = k->base;
     }
+
+    return NGX_OK;
+}
+
+
+/* prefix, scope path and window: a key without its epoch suffix yet */
+
+static ngx_int_t
+ngx_http_quota_gate_name(ngx_http_request_t *r, ngx_str_t *prefix,
+    ngx_str_t *path, u_char *tail, size_t len, ngx_str_t *key, size_t *base)
+{
+    u_char  *p;
+
+    key->data = ngx_pnalloc(r->pool, prefix->len + path->len + len
+                                     + QUOTA_EPOCH_SUFFIX_MAX);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key->data, prefix->data, prefix->len);
+    p = ngx_cpymem(p, path->data, path->len);
+    p = ngx_cpymem(p, tail, len);
+
+    *base = p - key->data;
+    key->len = *base;
 
     return NGX_OK;
 }
