@@ -96,11 +96,14 @@ quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
  * The bound: a JSON string byte takes at most 6 ("\u00XX", or "\ufffd" for
  * a byte of invalid UTF-8), a display byte at most 3 ("%XX"; '"' and '\\'
  * take 2), a number at most 20; QUOTA_ROW_FIXED covers the names and
- * punctuation, QUOTA_ROW_LIMIT one entry of "limits" with its numbers.
+ * punctuation with the numbers and the decision (441 bytes at most),
+ * QUOTA_ROW_LIMIT one entry of "limits" with its numbers, QUOTA_ROW_ALERT
+ * one threshold of "alerts" ("65535,").
  */
 
 #define QUOTA_ROW_FIXED  512
 #define QUOTA_ROW_LIMIT  96
+#define QUOTA_ROW_ALERT  6
 
 
 size_t
@@ -111,7 +114,8 @@ quota_row_json_max(const quota_row_t *row)
     n = QUOTA_ROW_FIXED
         + 6 * (row->request_id_len + row->host_len + row->meter_len
                + row->model_len)
-        + QUOTA_ROW_LIMIT * row->nlimits;
+        + QUOTA_ROW_LIMIT * row->nlimits
+        + QUOTA_ROW_ALERT * row->nalerts;
 
     for (i = 0; i < row->nscopes; i++) {
         n += row->scopes[i].name_len + 4 + 3 * row->scopes[i].value_len + 4;
@@ -178,6 +182,18 @@ quota_row_json(char *buf, size_t size, const quota_row_t *row)
         quota_out_str(&o, "\",\"limit_micros\":");
         quota_out_int(&o, row->limits[i].limit);
         quota_out_str(&o, "}");
+    }
+
+    /* thresholds for the SQL side, which decides crossings (007_alerts) */
+
+    quota_out_str(&o, "],\"alerts\":[");
+
+    for (i = 0; i < row->nalerts; i++) {
+        if (i) {
+            quota_out_str(&o, ",");
+        }
+
+        quota_out_int(&o, row->alerts[i]);
     }
 
     quota_out_str(&o, "]}");

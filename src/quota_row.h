@@ -49,6 +49,9 @@ typedef struct {
     size_t                    nlimits;
 
     int64_t                   epoch;          /* Redis counters charged, 0: none */
+
+    const uint16_t           *alerts;         /* quota_alert, in percent */
+    size_t                    nalerts;
 } quota_row_t;
 
 
