@@ -134,6 +134,13 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       offsetof(ngx_http_quota_loc_conf_t, fail),
       ngx_http_quota_fail_policies },
 
+    { ngx_string("quota_alert"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_quota_alert_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("quota_throttle"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_quota_throttle_directive,

@@ -33,6 +33,8 @@
 
 /* the hard limit of a counter that has only a soft one */
 #define NGX_HTTP_QUOTA_NO_LIMIT      INT64_MAX
+/* thresholds of one quota_alert */
+#define NGX_HTTP_QUOTA_MAX_ALERTS    8
 
 /* counters outlive their window by this much, for late settlements */
 #define NGX_HTTP_QUOTA_KEY_GRACE     3600
@@ -158,7 +160,9 @@ typedef struct {
     ngx_flag_t                   stream_usage;
     ngx_array_t                 *prices;         /* quota_price_t */
     ngx_http_quota_throttle_t   *throttle;       /* NULL: sheds nothing */
+    ngx_array_t                 *alerts;         /* uint16_t, percent */
     ngx_http_quota_where_t       where;          /* of `quota` */
+    ngx_http_quota_where_t       alert_where;    /* of `quota_alert` */
 } ngx_http_quota_loc_conf_t;
 
 
@@ -285,6 +289,9 @@ char *ngx_http_quota_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_quota_alert_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);

@@ -68,6 +68,7 @@ ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
     qlcf->stream_usage = NGX_CONF_UNSET;
     qlcf->prices = NGX_CONF_UNSET_PTR;
     qlcf->throttle = NGX_CONF_UNSET_PTR;
+    qlcf->alerts = NGX_CONF_UNSET_PTR;
 
     return qlcf;
 }
@@ -100,6 +101,15 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->max_tokens, prev->max_tokens, 4096);
     ngx_conf_merge_value(conf->stream_usage, prev->stream_usage, 0);
     ngx_conf_merge_ptr_value(conf->throttle, prev->throttle, NULL);
+
+    if (conf->alerts == NGX_CONF_UNSET_PTR) {
+        conf->alerts = prev->alerts;
+        conf->alert_where = prev->alert_where;
+    }
+
+    if (conf->alerts == NGX_CONF_UNSET_PTR) {
+        conf->alerts = NULL;
+    }
 
     if (ngx_http_quota_merge_prices(cf, conf, prev) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
@@ -183,6 +193,16 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
                                   "\"quota %V\" prices tokens (quota_estimate "
                                   "auto or quota_actual usage) but no "
                                   "quota_price is set", &qlcf->meter);
+        return NGX_CONF_ERROR;
+    }
+
+    /* crossings are decided on the spend the ledger commits */
+
+    if (qlcf->alerts != NULL && qmcf->pg_conninfo.len == 0) {
+        ngx_http_quota_conf_error(cf, &qlcf->alert_where,
+                                  "quota_alert needs quota_postgres at http "
+                                  "level: the alerts of \"quota %V\" are "
+                                  "raised by the ledger", &qlcf->meter);
         return NGX_CONF_ERROR;
     }
 
@@ -336,7 +356,7 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
 }
 
 
-static void
+void
 ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w)
 {
     w->file = cf->conf_file->file.name;

@@ -348,6 +348,11 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     row.nlimits = ctx->nkeys;
     row.epoch = ctx->charged_epoch;
 
+    if (ctx->conf->alerts) {
+        row.alerts = ctx->conf->alerts->elts;
+        row.nalerts = ctx->conf->alerts->nelts;
+    }
+
     /* one pass into a buffer the row cannot outgrow */
 
     size = quota_row_json_max(&row);

@@ -96,11 +96,32 @@ quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
  * The bound: a JSON string byte takes at most 6 ("\u00XX", or "\ufffd" for
  * a byte of invalid UTF-8), a display byte at most 3 ("%XX"; '"' and '\\'
  * take 2), a number at most 20; QUOTA_ROW_FIXED covers the names and
- * punctuation, QUOTA_ROW_LIMIT one entry of "limits" with its numbers.
+ * punctuation with the numbers and the decision (441 bytes at most),
+ * QUOTA_ROW_LIMIT one entry of "limits" with its numbers, QUOTA_ROW_ALERT
+ * one threshold of "alerts" ("65535,").
  */
 
 #define QUOTA_ROW_FIXED  512
-#define QUOTA_ROW_LIMIT  128
+#define QUOTA_ROW_LIMIT  192
+#define QUOTA_ROW_ALERT  6
+
+
+static void
+quota_row_limit_entry(quota_out_t *o, const quota_row_limit_t *l,
+    int64_t limit, unsigned soft, size_t *n)
+{
+    if (limit < 0) {
+        return;
+    }
+
+    quota_out_str(o, (*n)++ ? ",{\"depth\":" : "{\"depth\":");
+    quota_out_int(o, l->depth);
+    quota_out_str(o, ",\"period\":\"");
+    quota_out_str(o, quota_period_name(l->period));
+    quota_out_str(o, "\",\"limit_micros\":");
+    quota_out_int(o, limit);
+    quota_out_str(o, soft ? ",\"soft\":true}" : "}");
+}
 
 
 size_t
@@ -111,7 +132,8 @@ quota_row_json_max(const quota_row_t *row)
     n = QUOTA_ROW_FIXED
         + 6 * (row->request_id_len + row->host_len + row->meter_len
                + row->model_len)
-        + QUOTA_ROW_LIMIT * row->nlimits;
+        + QUOTA_ROW_LIMIT * row->nlimits
+        + QUOTA_ROW_ALERT * row->nalerts;
 
     for (i = 0; i < row->nscopes; i++) {
         n += row->scopes[i].name_len + 4 + 3 * row->scopes[i].value_len + 4;
@@ -124,7 +146,7 @@ quota_row_json_max(const quota_row_t *row)
 size_t
 quota_row_json(char *buf, size_t size, const quota_row_t *row)
 {
-    size_t       i;
+    size_t       i, n;
     quota_out_t  o = { buf, size, 0 };
 
     quota_row_string(&o, "{\"request_id\":", row->request_id,
@@ -170,27 +192,25 @@ quota_row_json(char *buf, size_t size, const quota_row_t *row)
 
     quota_out_str(&o, ",\"limits\":[");
 
-    for (i = 0; i < row->nlimits; i++) {
-        quota_out_str(&o, i ? ",{\"depth\":" : "{\"depth\":");
-        quota_out_int(&o, row->limits[i].depth);
-        quota_out_str(&o, ",\"period\":\"");
-        quota_out_str(&o, quota_period_name(row->limits[i].period));
-        quota_out_str(&o, "\",\"limit_micros\":");
+    /* a counter's hard and soft limits are an entry each */
 
-        if (row->limits[i].limit < 0) {
-            quota_out_int(&o, row->limits[i].soft);
-            quota_out_str(&o, ",\"soft\":true}");
-            continue;
+    for (i = 0, n = 0; i < row->nlimits; i++) {
+        quota_row_limit_entry(&o, &row->limits[i], row->limits[i].limit, 0,
+                              &n);
+        quota_row_limit_entry(&o, &row->limits[i], row->limits[i].soft, 1,
+                              &n);
+    }
+
+    /* thresholds for the SQL side, which decides crossings (007_alerts) */
+
+    quota_out_str(&o, "],\"alerts\":[");
+
+    for (i = 0; i < row->nalerts; i++) {
+        if (i) {
+            quota_out_str(&o, ",");
         }
 
-        quota_out_int(&o, row->limits[i].limit);
-
-        if (row->limits[i].soft >= 0) {
-            quota_out_str(&o, ",\"soft_micros\":");
-            quota_out_int(&o, row->limits[i].soft);
-        }
-
-        quota_out_str(&o, "}");
+        quota_out_int(&o, row->alerts[i]);
     }
 
     quota_out_str(&o, "]}");

@@ -15,9 +15,8 @@
 
 
 /*
- * A counter's limits: its hard one ("limit_micros"), and its soft one
- * ("soft_micros"), if any.  A counter with only a soft limit is written
- * with that as "limit_micros" and "soft": true.
+ * A counter's limits, its hard one and its soft one: each is an entry of
+ * the row's "limits", the soft one with "soft": true.
  */
 typedef struct {
     unsigned              depth;          /* 1: the first scope */
@@ -55,6 +54,9 @@ typedef struct {
     size_t                    nlimits;
 
     int64_t                   epoch;          /* Redis counters charged, 0: none */
+
+    const uint16_t           *alerts;         /* quota_alert, in percent */
+    size_t                    nalerts;
 } quota_row_t;
 
 

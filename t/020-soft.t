@@ -75,9 +75,10 @@ subtest 'a soft and a hard limit share one counter; the hard one refuses' => sub
        'the refusal is the hard limit\'s');
     is(counter('both'), 5_000_000, 'one counter, the refused one given back');
     is_deeply(limits_of('both', 6)->[0],
-              [{ depth => 1, period => 'day', limit_micros => 5_000_000,
-                 soft_micros => 3_000_000 }],
-              'the ledger row: both limits of the counter');
+              [{ depth => 1, period => 'day', limit_micros => 5_000_000 },
+               { depth => 1, period => 'day', limit_micros => 3_000_000,
+                 soft => JSON::PP::true }],
+              'the ledger row: both limits of the counter, an entry each');
 };
 
 

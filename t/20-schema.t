@@ -7,19 +7,16 @@ use strict;
 use warnings;
 
 use Test::Quota;
+use Test::Quota::Ledger qw(row lim record_spend record_in_parallel sh psql_at psql_script);
 use Cwd ();
 use File::Basename ();
 use File::Temp ();
-use POSIX ();
-use JSON::PP ();
-use Time::Local qw(timegm);
 
 plan skip_all => 'PostgreSQL binaries not found' unless pg_available();
 
 my $ROOT    = Cwd::abs_path(File::Basename::dirname(__FILE__) . '/..');
 my $MIGRATE = "$ROOT/scripts/migrate";
 my $DOC     = "$ROOT/docs/support.md";
-my $JSON    = JSON::PP->new->canonical;
 
 # Every psql run by this test and its children reads times in UTC.
 $ENV{PGTZ} = 'UTC';
@@ -30,86 +27,11 @@ my $CONN = pg_conninfo();
 
 # ---------------------------------------------------------------- helpers
 
-# run a command, return (exit code, stdout + stderr)
-sub sh {
-    my @cmd = @_;
-    my $pid = open(my $fh, '-|') // die "fork: $!";
-    if (!$pid) {
-        open STDERR, '>&', \*STDOUT or die;
-        exec @cmd or die "exec $cmd[0]: $!";
-    }
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    return ($? >> 8, $out);
-}
-
-# psql with the views' clock pinned (quota.now) at $at
-sub psql_at {
-    my ($at, $sql) = @_;
-    local $ENV{PGOPTIONS} = "-c quota.now=$at";
-    return psql($sql);
-}
-
-# a psql session fed from a script (stdin), in psql's normal output format
-sub psql_script {
-    my ($script, %o) = @_;
-    my $tmp = File::Temp->new(SUFFIX => '.sql');
-    print $tmp $script;
-    close $tmp;
-    local $ENV{PGOPTIONS} = $o{options} if $o{options};
-    return sh('psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $o{conn} // $CONN,
-               '-f', $tmp->filename);
-}
-
 sub schema_dump {
     my ($rc, $out) = sh('pg_dump', '--schema-only', '--schema=quota', '-d', $CONN);
     die "pg_dump failed: $out" if $rc;
     $out =~ s/^\\(?:un)?restrict .*\n//mg;    # random per-dump keys
     return $out;
-}
-
-sub ms {    # 'YYYY-MM-DD HH:MM:SS.mmm' UTC -> unix milliseconds
-    my ($y, $mo, $d, $h, $mi, $s, $frac) =
-      $_[0] =~ /^(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)(?:\.(\d{3}))?$/ or die "bad time $_[0]";
-    return timegm($s, $mi, $h, $d, $mo - 1, $y) * 1000 + ($frac // 0);
-}
-
-my $SEQ = 0;
-# a ledger row as nginx sends it (docs/ledger-contract.md); %o overrides
-sub row {
-    my %o = @_;
-    my @scopes = @{ delete $o{scopes} // [tenant => 'acme', user => 'bob'] };
-    my (@names, @ids);
-    while (my ($n, $v) = splice @scopes, 0, 2) { push @names, $n; push @ids, $v }
-    my $at = delete $o{at} // '2025-11-20 12:00:00';
-    return {
-        request_id       => 'web-1:' . sprintf('%032x', ++$SEQ),
-        ts_ms            => ms($at),
-        host             => 'web-1',
-        resource_type    => 'llm',
-        scope_names      => \@names,
-        scope_ids        => \@ids,
-        decision         => 'allowed',
-        estimated_micros => 50000,
-        actual_micros    => 42000,
-        upstream_status  => 200,
-        http_status      => 200,
-        model            => undef,
-        prompt_tokens    => undef,
-        completion_tokens => undef,
-        cached_tokens    => undef,
-        limits           => [],
-        %o,
-    };
-}
-
-sub lim { my ($depth, $period, $usd) = @_; { depth => $depth, period => $period, limit_micros => $usd * 1_000_000 } }
-
-sub record_spend {
-    my $json = $JSON->encode([@_]);
-    die 'dollar quote in batch' if $json =~ /\$j\$/;
-    return scalar psql("SELECT quota.record_spend(\$j\$$json\$j\$::jsonb)");
 }
 
 sub reset_data {
@@ -508,32 +430,17 @@ subtest 'quota_status' => sub {
 
 subtest 'concurrent batches do not deadlock' => sub {
     reset_data();
-    my @pids;
+    my @writers;
     for my $w (1 .. 4) {
         my @tenants = $w % 2 ? qw(t1 t2 t3 t4) : qw(t4 t3 t2 t1);
-        my @rows;
-        for my $i (1 .. 40) {
-            my $t = $tenants[$i % 4];
-            push @rows, { %{ row(scopes => [tenant => $t, user => "u$i"], actual_micros => 1,
-                                 limits => [lim(1, 'day', 50), lim(1, 'month', 50), lim(2, 'day', 5)]) },
-                          request_id => "w$w-$i" };
-        }
-        my $json = $JSON->encode(\@rows);
-        my $pid = fork // die;
-        if (!$pid) {
-            my $ok = 1;
-            for (1 .. 5) {
-                (my $j = $json) =~ s/"w$w-/"w$w-r$_-/g;
-                my ($rc) = sh('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $CONN,
-                               '-c', "SELECT quota.record_spend(\$j\$$j\$j\$)");
-                $ok &&= $rc == 0;
-            }
-            POSIX::_exit($ok ? 0 : 1);
-        }
-        push @pids, $pid;
+        push @writers, [map {
+            my $r = $_;
+            [map { +{ %{ row(scopes => [tenant => $tenants[$_ % 4], user => "u$_"], actual_micros => 1,
+                             limits => [lim(1, 'day', 50), lim(1, 'month', 50), lim(2, 'day', 5)]) },
+                      request_id => "w$w-r$r-$_" } } 1 .. 40]
+        } 1 .. 5];
     }
-    my @fail = grep { waitpid($_, 0); $? != 0 } @pids;
-    is(scalar @fail, 0, 'four writers, tenants in opposite orders: no errors');
+    is(record_in_parallel(@writers), 0, 'four writers, tenants in opposite orders: no errors');
     is(psql(q{SELECT sum(spend_micros) || '|' || sum(requests) FROM quota.spend_windows
                WHERE period = 'day' AND depth = 1}), '800|800', 'every row counted once');
 };

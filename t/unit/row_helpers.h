@@ -2,7 +2,7 @@
  * Helpers shared by the unit tests of src/quota_row.c (test_row_*.c):
  * the includes, U(), the canary byte, the seeded xorshift64* generator,
  * scope(), the contract example row (docs/ledger-contract.md) and its
- * fields, row_json() and display() sized by a (NULL, 0) call, load() on
+ * fields (its limits and alert thresholds), row_json() and display() sized by a (NULL, 0) call, load() on
  * top of jansson, check_fields() and random_value().  Each test binary
  * compiles its own copy.
  */
@@ -26,14 +26,14 @@
 
 #define U(s)       ((const unsigned char *) (s))
 #define CANARY     0x5c
-#define NFIELDS    17
+#define NFIELDS    18
 
 
 static const char  *contract_fields[NFIELDS] = {
     "request_id", "ts_ms", "host", "resource_type", "scope_names",
     "scope_ids", "decision", "estimated_micros", "actual_micros",
     "upstream_status", "http_status", "model", "prompt_tokens",
-    "completion_tokens", "cached_tokens", "epoch", "limits"
+    "completion_tokens", "cached_tokens", "epoch", "limits", "alerts"
 };
 
 
@@ -60,6 +60,9 @@ static const quota_row_limit_t  contract_limits[] = {
     { 2, QUOTA_PERIOD_DAY, 5000000, -1 },
     { 1, QUOTA_PERIOD_MONTH, 1000000000, -1 },
 };
+
+
+static const uint16_t  contract_alerts[] = { 80, 90, 100 };
 
 
 /* the contract example; scopes are the caller's (tenant acme, user bob) */
@@ -91,6 +94,8 @@ contract(const quota_scope_ref_t *scopes, size_t nscopes)
     r.cached_tokens = -1;
     r.limits = contract_limits;
     r.nlimits = 3;
+    r.alerts = contract_alerts;
+    r.nalerts = 3;
 
     return r;
 }

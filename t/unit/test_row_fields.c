@@ -31,7 +31,8 @@ static const char  contract_row[] =
     "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000},"
     "{\"depth\":2,\"period\":\"day\",\"limit_micros\":5000000},"
     "{\"depth\":1,\"period\":\"month\",\"limit_micros\":1000000000}"
-    "]}";
+    "],"
+    "\"alerts\":[80,90,100]}";
 
 
 static void
@@ -161,6 +162,13 @@ test_contract_example_fields(void **state)
     check_int(l, "depth", 1);
     check_str(l, "period", "month", 5);
     check_int(l, "limit_micros", 1000000000);
+
+    a = json_object_get(j, "alerts");
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 3);
+    assert_int_equal(json_integer_value(json_array_get(a, 0)), 80);
+    assert_int_equal(json_integer_value(json_array_get(a, 1)), 90);
+    assert_int_equal(json_integer_value(json_array_get(a, 2)), 100);
 
     /* and as a whole, the example of the contract */
     want = load(contract_row, sizeof(contract_row) - 1);
@@ -330,6 +338,8 @@ test_every_decision_and_no_scopes(void **state)
         r.decision = decisions[i];
         r.limits = NULL;
         r.nlimits = 0;
+        r.alerts = NULL;
+        r.nalerts = 0;
 
         buf = row_json(&r, &n);
         j = load(buf, n);
@@ -341,9 +351,10 @@ test_every_decision_and_no_scopes(void **state)
         assert_int_equal(json_array_size(json_object_get(j, "scope_ids")),
                          0);
         assert_int_equal(json_array_size(json_object_get(j, "limits")), 0);
+        assert_int_equal(json_array_size(json_object_get(j, "alerts")), 0);
 
         assert_non_null(strstr(buf, "\"scope_names\":[],\"scope_ids\":[],"));
-        assert_non_null(strstr(buf, "\"limits\":[]}"));
+        assert_non_null(strstr(buf, "\"limits\":[],\"alerts\":[]}"));
 
         json_decref(j);
         free(buf);
@@ -413,10 +424,11 @@ test_soft_limits(void **state)
     at = strstr(buf, "\"limits\":");
     assert_non_null(at);
     assert_string_equal(at, "\"limits\":["
-        "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000,"
-        "\"soft_micros\":40000000},"
+        "{\"depth\":1,\"period\":\"day\",\"limit_micros\":50000000},"
+        "{\"depth\":1,\"period\":\"day\",\"limit_micros\":40000000,"
+        "\"soft\":true},"
         "{\"depth\":1,\"period\":\"month\",\"limit_micros\":900000000,"
-        "\"soft\":true}]}");
+        "\"soft\":true}],\"alerts\":[80,90,100]}");
 
     free(buf);
 }
@@ -428,6 +440,7 @@ test_bound_holds_for_the_widest_rows(void **state)
     char                *buf;
     size_t               n, i, k;
     quota_row_t          r;
+    uint16_t             alerts[16];
     quota_row_limit_t    limits[16];
     quota_scope_ref_t    scopes[8];
     unsigned char        wide[4][256];
@@ -448,7 +461,8 @@ test_bound_holds_for_the_widest_rows(void **state)
             limits[i].depth = 8;
             limits[i].period = QUOTA_PERIOD_MINUTE;
             limits[i].limit = INT64_MAX;
-            limits[i].soft = INT64_MIN;
+            limits[i].soft = INT64_MAX;
+            alerts[i] = UINT16_MAX;
         }
 
         r = contract(scopes, 8);
@@ -471,6 +485,8 @@ test_bound_holds_for_the_widest_rows(void **state)
         r.epoch = INT64_MIN;
         r.limits = limits;
         r.nlimits = 16;
+        r.alerts = alerts;
+        r.nalerts = 16;
 
         buf = row_json(&r, &n);
         assert_true(n <= quota_row_json_max(&r));
@@ -483,7 +499,94 @@ test_bound_holds_for_the_widest_rows(void **state)
         r.host_len = 0;
         r.meter_len = 0;
         r.nlimits = 0;
+        r.nalerts = 0;
         assert_true(quota_row_json(NULL, 0, &r) <= quota_row_json_max(&r));
+    }
+}
+
+
+/*
+ * "alerts": none, one, the most quota_alert takes and the widest numbers
+ * the type holds; each threshold adds at most what the bound counts for
+ * it, and the fixed part (every number at its widest, the longest
+ * decision, empty strings) stays within the bound's own
+ */
+static void
+test_alerts(void **state)
+{
+    char          *buf;
+    size_t         n, i, k, fixed, max;
+    json_t        *j, *a;
+    quota_row_t    r;
+    uint16_t       alerts[8] = { 1, 50, 80, 100, 150, 999, 1000, 7 };
+    uint16_t       widest[8];
+
+    (void) state;
+
+    r = contract(NULL, 0);
+
+    for (i = 0; i <= 8; i++) {
+        r.alerts = i ? alerts : NULL;
+        r.nalerts = i;
+
+        buf = row_json(&r, &n);
+        j = load(buf, n);
+        check_fields(j);
+
+        a = json_object_get(j, "alerts");
+        assert_true(json_is_array(a));
+        assert_int_equal(json_array_size(a), i);
+
+        for (k = 0; k < i; k++) {
+            assert_true(json_is_integer(json_array_get(a, k)));
+            assert_int_equal(json_integer_value(json_array_get(a, k)),
+                             alerts[k]);
+        }
+
+        /* the last member, after "limits" */
+        assert_non_null(strstr(buf, "}],\"alerts\":["));
+        assert_int_equal(buf[n - 1], '}');
+        assert_int_equal(buf[n - 2], ']');
+
+        json_decref(j);
+        free(buf);
+    }
+
+    /* the widest: "65535," a threshold, the bound's QUOTA_ROW_ALERT */
+
+    memset(&r, 0, sizeof(r));
+    r.request_id = U("");
+    r.host = U("");
+    r.meter = U("");
+    r.model = U("");
+    r.decision = "fail_closed";
+    r.ts_ms = INT64_MIN;
+    r.estimated = INT64_MIN;
+    r.actual = INT64_MIN;
+    r.upstream_status = INT32_MIN;
+    r.http_status = INT32_MIN;
+    r.prompt_tokens = INT64_MAX;
+    r.completion_tokens = INT64_MAX;
+    r.cached_tokens = INT64_MAX;
+    r.epoch = INT64_MIN;
+
+    fixed = quota_row_json(NULL, 0, &r);
+    max = quota_row_json_max(&r);
+    assert_int_equal(fixed, 441);
+    assert_true(fixed <= max);
+
+    for (i = 0; i < 8; i++) {
+        widest[i] = UINT16_MAX;
+    }
+
+    r.alerts = widest;
+
+    for (i = 1; i <= 8; i++) {
+        r.nalerts = i;
+        n = quota_row_json(NULL, 0, &r);
+        assert_int_equal(n, fixed + 6 * i - 1);
+        assert_int_equal(quota_row_json_max(&r), max + 6 * i);
+        assert_true(n <= quota_row_json_max(&r));
     }
 }
 
@@ -546,6 +649,7 @@ main(void)
         cmocka_unit_test(test_odd_strings_stay_valid_json),
         cmocka_unit_test(test_soft_limits),
         cmocka_unit_test(test_bound_holds_for_the_widest_rows),
+        cmocka_unit_test(test_alerts),
         cmocka_unit_test(test_null_zero_gives_length_and_no_overrun),
     };
 

@@ -264,7 +264,9 @@ C<pg_migrate()>.
 =back
 
 L<Test::Quota::Socket>, the socket I/O under the Redis and HTTP clients,
-has nothing for tests.
+has nothing for tests.  L<Test::Quota::Ledger> (ledger rows as nginx
+sends them, writers at once, psql scripts and LISTENing sessions) is not
+re-exported: a test imports what it uses from it.
 
 =head1 ENVIRONMENT
 
