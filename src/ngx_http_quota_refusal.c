@@ -277,7 +277,7 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
 }
 
 
-/* the set that was full: what it held besides this request, against N */
+/* the set that was full: what was in flight besides this request, and N */
 
 static void
 ngx_http_quota_crowd(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
@@ -293,7 +293,11 @@ ngx_http_quota_crowd(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->path = ctx->path;
     d->depth = f->depth;
     d->limit = f->limit;
-    d->spent = f->held - 1;
+    /*
+     * the set may still hold requests refused a moment ago and not yet
+     * taken out: no more than N of those it counts were admitted
+     */
+    d->spent = ngx_min(f->held - 1, f->limit);
     d->retry_after = ctx->retry_after;
     d->now = ngx_time();
 }
