@@ -323,6 +323,8 @@ char *ngx_http_quota_concurrency_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_quota_concurrency_resolve(ngx_conf_t *cf,
     ngx_http_quota_loc_conf_t *qlcf);
+ngx_uint_t ngx_http_quota_concurrency_applies(ngx_http_quota_loc_conf_t *qlcf,
+    ngx_uint_t depth);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);

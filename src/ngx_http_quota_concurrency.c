@@ -170,6 +170,31 @@ ngx_http_quota_concurrency_resolve(ngx_conf_t *cf,
 }
 
 
+/* whether a quota_concurrency applies to the scope at depth */
+
+ngx_uint_t
+ngx_http_quota_concurrency_applies(ngx_http_quota_loc_conf_t *qlcf,
+    ngx_uint_t depth)
+{
+    ngx_uint_t                     i;
+    ngx_http_quota_concurrency_t  *c;
+
+    if (qlcf->concurrency == NULL) {
+        return 0;
+    }
+
+    c = qlcf->concurrency->elts;
+
+    for (i = 0; i < qlcf->concurrency->nelts; i++) {
+        if (c[i].depth == depth) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
  * The sets' names without their epoch suffix, each the prefix of the
  * scope path its depth needs, and the request's member

@@ -13,8 +13,6 @@ static ngx_int_t ngx_http_quota_rule_add(ngx_conf_t *cf,
     ngx_uint_t depth);
 static char *ngx_http_quota_resolve(ngx_conf_t *cf,
     ngx_http_quota_loc_conf_t *qlcf);
-static ngx_uint_t ngx_http_quota_conf_inflight(ngx_http_quota_loc_conf_t *qlcf,
-    ngx_uint_t depth);
 static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
     ngx_http_quota_amount_t *amount);
 static char *ngx_http_quota_merge_prices(ngx_conf_t *cf,
@@ -268,7 +266,7 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         }
 
         if (used == qlcf->rules->nelts
-            && !ngx_http_quota_conf_inflight(qlcf, j + 1))
+            && !ngx_http_quota_concurrency_applies(qlcf, j + 1))
         {
             ngx_http_quota_conf_error(cf, &scope[j].where,
                                       "quota_scope \"%V\" has no quota_limit "
@@ -349,31 +347,6 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
     }
 
     return NGX_OK;
-}
-
-
-/* whether a quota_concurrency applies to the scope at depth */
-
-static ngx_uint_t
-ngx_http_quota_conf_inflight(ngx_http_quota_loc_conf_t *qlcf,
-    ngx_uint_t depth)
-{
-    ngx_uint_t                     i;
-    ngx_http_quota_concurrency_t  *c;
-
-    if (qlcf->concurrency == NULL) {
-        return 0;
-    }
-
-    c = qlcf->concurrency->elts;
-
-    for (i = 0; i < qlcf->concurrency->nelts; i++) {
-        if (c[i].depth == depth) {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 
