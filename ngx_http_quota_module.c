@@ -70,6 +70,14 @@ static ngx_command_t  ngx_http_quota_commands[] = {
       0,
       NULL },
 
+    { ngx_string("quota_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF
+      |NGX_CONF_TAKE23,
+      ngx_http_quota_concurrency_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("quota_estimate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_quota_estimate,
@@ -284,6 +292,15 @@ ngx_http_quota_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx == NULL) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    /*
+     * the last buffer ends the request's time in flight: its lease goes
+     * before the client can have the response and send the next request
+     */
+
+    if (ctx->leased) {
+        ngx_http_quota_concurrency_last(ctx, in);
     }
 
     /* the usage is read from the bytes as they came, before any trim */

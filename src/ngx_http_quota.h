@@ -48,7 +48,8 @@ typedef enum {
     NGX_HTTP_QUOTA_STATUS_FAIL_OPEN,
     NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED,
     NGX_HTTP_QUOTA_STATUS_INVALID,
-    NGX_HTTP_QUOTA_STATUS_LOAD_SHED            /* by quota_throttle */
+    NGX_HTTP_QUOTA_STATUS_LOAD_SHED,           /* by quota_throttle */
+    NGX_HTTP_QUOTA_STATUS_CONCURRENCY          /* by quota_concurrency */
 } ngx_http_quota_status_e;
 
 
@@ -71,6 +72,11 @@ typedef struct {
     ngx_str_t                    file;
     ngx_uint_t                   line;
 } ngx_http_quota_where_t;
+
+/* an error found after parsing, named by where its directive was written */
+#define ngx_http_quota_conf_error(cf, w, fmt, ...)                            \
+    ngx_log_error(NGX_LOG_EMERG, (cf)->log, 0, fmt " in %V:%ui",              \
+                  __VA_ARGS__, &(w)->file, (w)->line)
 
 
 typedef struct {
@@ -100,6 +106,16 @@ typedef struct {
     int64_t                      burst;          /* 0: none */
     ngx_flag_t                   sliding;
 } ngx_http_quota_rule_t;
+
+
+/* quota_concurrency: at most limit requests of a scope id in flight */
+typedef struct {
+    ngx_str_t                    scope;
+    ngx_uint_t                   depth;          /* once resolved */
+    int64_t                      limit;
+    ngx_msec_t                   lease;          /* a lease ends after it */
+    ngx_http_quota_where_t       where;
+} ngx_http_quota_concurrency_t;
 
 
 /* a USD amount written as a constant or as a complex value */
@@ -146,6 +162,7 @@ typedef struct {
     ngx_array_t                 *scopes;         /* ngx_http_quota_scope_t */
     ngx_array_t                 *limits;         /* ngx_http_quota_limit_t */
     ngx_array_t                 *rules;          /* ngx_http_quota_rule_t */
+    ngx_array_t                 *concurrency;    /* .._concurrency_t */
     ngx_http_quota_amount_t      estimate;
     int64_t                      max_limit;      /* largest rule limit */
     ngx_uint_t                   response;
@@ -189,6 +206,17 @@ typedef struct {
 } ngx_http_quota_key_t;
 
 
+/* a sorted set of requests in flight a request takes a lease in */
+typedef struct {
+    ngx_str_t                    key;            /* with the epoch suffix */
+    size_t                       base;           /* its length without */
+    ngx_uint_t                   depth;
+    int64_t                      limit;
+    ngx_msec_t                   lease;
+    int64_t                      held;           /* with this request's */
+} ngx_http_quota_inflight_t;
+
+
 typedef struct ngx_http_quota_txn_s  ngx_http_quota_txn_t;
 typedef struct ngx_http_quota_trim_s  ngx_http_quota_trim_t;
 typedef struct ngx_http_quota_epoch_s  ngx_http_quota_epoch_t;
@@ -228,6 +256,11 @@ typedef struct {
 
     ngx_http_quota_key_t        *keys;
     ngx_uint_t                   nkeys;
+
+    ngx_http_quota_inflight_t   *inflight;       /* quota_concurrency */
+    ngx_uint_t                   ninflight;
+    ngx_uint_t                   crowded;        /* index into inflight */
+    ngx_str_t                    member;         /* the request, in them */
     ngx_uint_t                   tightest;       /* index into keys */
     ngx_uint_t                   denied;         /* index into keys */
     time_t                       retry_after;    /* when denied */
@@ -256,6 +289,7 @@ typedef struct {
     unsigned                     soft_exceeded:1;
     unsigned                     throttled:1;    /* throttle is set */
     unsigned                     settled:1;
+    unsigned                     leased:1;       /* inflight to release */
 } ngx_http_quota_ctx_t;
 
 
@@ -292,6 +326,12 @@ char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_quota_alert_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w);
+char *ngx_http_quota_concurrency_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_quota_concurrency_resolve(ngx_conf_t *cf,
+    ngx_http_quota_loc_conf_t *qlcf);
+ngx_uint_t ngx_http_quota_concurrency_applies(ngx_http_quota_loc_conf_t *qlcf,
+    ngx_uint_t depth);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
@@ -308,6 +348,20 @@ ngx_int_t ngx_http_quota_reserve(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 void ngx_http_quota_reserve_cleanup(ngx_http_quota_ctx_t *ctx);
 void ngx_http_quota_reserve_release(ngx_http_quota_ctx_t *ctx);
+
+ngx_int_t ngx_http_quota_concurrency_keys(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, u_char *path, size_t *ends);
+size_t ngx_http_quota_concurrency_size(ngx_http_quota_ctx_t *ctx);
+quota_redis_lease_t *ngx_http_quota_concurrency_leases(
+    ngx_http_quota_ctx_t *ctx, ngx_str_t *suffix, u_char **p,
+    quota_redis_lease_t *lease);
+void ngx_http_quota_concurrency_decide(ngx_http_quota_ctx_t *ctx,
+    int64_t *held);
+void ngx_http_quota_concurrency_give_back(ngx_http_quota_redis_t *rd,
+    quota_redis_lease_t *lease, ngx_uint_t n, uint32_t failed);
+void ngx_http_quota_concurrency_release(ngx_http_quota_ctx_t *ctx);
+void ngx_http_quota_concurrency_last(ngx_http_quota_ctx_t *ctx,
+    ngx_chain_t *in);
 
 ngx_int_t ngx_http_quota_body_read(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);

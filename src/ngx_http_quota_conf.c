@@ -56,6 +56,7 @@ ngx_http_quota_create_loc_conf(ngx_conf_t *cf)
 
     qlcf->scopes = NGX_CONF_UNSET_PTR;
     qlcf->limits = NGX_CONF_UNSET_PTR;
+    qlcf->concurrency = NGX_CONF_UNSET_PTR;
     qlcf->estimate.fixed = NGX_CONF_UNSET;
     qlcf->response = NGX_CONF_UNSET_UINT;
     qlcf->fail = NGX_CONF_UNSET_UINT;
@@ -87,6 +88,7 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
     ngx_conf_merge_ptr_value(conf->limits, prev->limits, NULL);
+    ngx_conf_merge_ptr_value(conf->concurrency, prev->concurrency, NULL);
 
     if (conf->estimate.fixed == NGX_CONF_UNSET && conf->estimate.cv == NULL
         && conf->estimate_auto == NGX_CONF_UNSET)
@@ -137,11 +139,6 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-#define ngx_http_quota_conf_error(cf, w, fmt, ...)                            \
-    ngx_log_error(NGX_LOG_EMERG, (cf)->log, 0, fmt " in %V:%ui",              \
-                  __VA_ARGS__, &(w)->file, (w)->line)
-
-
 /*
  * A gated location must be complete: Redis to reserve in, scopes, a
  * limit for every scope and a scope for every limit, and an estimate.
@@ -168,13 +165,28 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         return NGX_CONF_ERROR;
     }
 
-    if (qlcf->scopes == NULL || qlcf->limits == NULL) {
+    if (qlcf->scopes == NULL
+        || (qlcf->limits == NULL && qlcf->concurrency == NULL))
+    {
         ngx_http_quota_conf_error(cf, &qlcf->where,
                                   "\"quota %V\" needs at least one %s",
                                   &qlcf->meter,
-                                  qlcf->scopes == NULL ? "quota_scope"
-                                                       : "quota_limit");
+                                  qlcf->scopes == NULL
+                                  ? "quota_scope"
+                                  : "quota_limit or quota_concurrency");
         return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_quota_concurrency_resolve(cf, qlcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (qlcf->limits == NULL) {
+        qlcf->limits = ngx_array_create(cf->pool, 1,
+                                        sizeof(ngx_http_quota_limit_t));
+        if (qlcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (qlcf->estimate.fixed == NGX_CONF_UNSET && qlcf->estimate.cv == NULL
@@ -216,7 +228,7 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         return NGX_CONF_ERROR;
     }
 
-    qlcf->rules = ngx_array_create(cf->pool, qlcf->limits->nelts,
+    qlcf->rules = ngx_array_create(cf->pool, ngx_max(qlcf->limits->nelts, 1),
                                    sizeof(ngx_http_quota_rule_t));
     if (qlcf->rules == NULL) {
         return NGX_CONF_ERROR;
@@ -273,10 +285,12 @@ ngx_http_quota_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
             }
         }
 
-        if (used == qlcf->rules->nelts) {
+        if (used == qlcf->rules->nelts
+            && !ngx_http_quota_concurrency_applies(qlcf, j + 1))
+        {
             ngx_http_quota_conf_error(cf, &scope[j].where,
-                                      "quota_scope \"%V\" has no quota_limit",
-                                      &scope[j].name);
+                                      "quota_scope \"%V\" has no quota_limit "
+                                      "or quota_concurrency", &scope[j].name);
             return NGX_CONF_ERROR;
         }
     }

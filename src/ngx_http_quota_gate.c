@@ -217,7 +217,7 @@ ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->nkeys == 0) {
+    if (ctx->nkeys == 0 && ctx->ninflight == 0) {
         /* every limit of the request is exempt */
         ctx->status = NGX_HTTP_QUOTA_STATUS_ALLOWED;
         return NGX_OK;
@@ -243,6 +243,7 @@ ngx_http_quota_gate_finish(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
     case NGX_HTTP_QUOTA_STATUS_INVALID:
     case NGX_HTTP_QUOTA_STATUS_LOAD_SHED:
+    case NGX_HTTP_QUOTA_STATUS_CONCURRENCY:
         rc = ngx_http_quota_send_refusal(r, ctx);
         ngx_http_finalize_request(r, rc);
         return NGX_DONE;
@@ -423,7 +424,7 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         }
     }
 
-    return NGX_OK;
+    return ngx_http_quota_concurrency_keys(r, ctx, path, ends);
 }
 
 

@@ -19,7 +19,7 @@ static void ngx_http_quota_redis_nothing(ngx_http_quota_redis_op_t *op,
 
 
 ngx_http_quota_redis_op_t  ngx_http_quota_redis_no_reply = {
-    ngx_http_quota_redis_nothing
+    ngx_http_quota_redis_nothing, 0
 };
 
 
@@ -136,6 +136,19 @@ ngx_int_t
 ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
     ngx_http_quota_incr_t *incr, ngx_uint_t n, ngx_http_quota_redis_op_t *op)
 {
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_quota_redis_multi(rd, mark, incr, n, NULL, 0, op);
+}
+
+
+ngx_int_t
+ngx_http_quota_redis_multi(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
+    ngx_http_quota_incr_t *incr, ngx_uint_t n, quota_redis_lease_t *lease,
+    ngx_uint_t nlease, ngx_http_quota_redis_op_t *op)
+{
     u_char                       *buf, **e;
     size_t                        len;
     ngx_uint_t                    i;
@@ -143,12 +156,17 @@ ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
     u_char                        nums[NGX_HTTP_QUOTA_REDIS_MAX_INCR][2]
                                       [NGX_INT64_LEN];
     size_t                        lens[NGX_HTTP_QUOTA_REDIS_MAX_INCR][2];
-    u_char                       *ends[2 * NGX_HTTP_QUOTA_REDIS_MAX_INCR + 3];
+    u_char                       *ends[2 * NGX_HTTP_QUOTA_REDIS_MAX_INCR
+                                       + QUOTA_REDIS_LEASE_CMDS
+                                         * NGX_HTTP_QUOTA_REDIS_MAX_LEASES
+                                       + 3];
 
     static quota_redis_cmd_arg_t  multi = { (u_char *) "MULTI", 5 };
     static quota_redis_cmd_arg_t  exec = { (u_char *) "EXEC", 4 };
 
-    if (n == 0 || n > NGX_HTTP_QUOTA_REDIS_MAX_INCR || rd->ac == NULL) {
+    if (n + nlease == 0 || n > NGX_HTTP_QUOTA_REDIS_MAX_INCR
+        || nlease > NGX_HTTP_QUOTA_REDIS_MAX_LEASES || rd->ac == NULL)
+    {
         return NGX_ERROR;
     }
 
@@ -166,6 +184,10 @@ ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
         /* "*3\r\n$6\r\nINCRBY\r\n" and "$9\r\nPEXPIREAT\r\n" and lengths */
         len += 2 * (incr[i].key.len + NGX_INT64_LEN + 32)
                + lens[i][0] + lens[i][1];
+    }
+
+    for (i = 0; i < nlease; i++) {
+        len += quota_redis_cmd_lease_len(&lease[i]);
     }
 
     buf = ngx_http_quota_redis_scratch(rd, len + 1);
@@ -205,8 +227,15 @@ ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
         e += 2;
     }
 
+    for (i = 0; i < nlease; i++) {
+        (void) quota_redis_cmd_lease(e[0], &lease[i], &e[1]);
+        e += QUOTA_REDIS_LEASE_CMDS;
+    }
+
     e[1] = quota_redis_cmd_write(e[0], &exec, 1);
     *e[1] = '\0';
+
+    op->nleases = nlease;
 
     return ngx_http_quota_redis_send(rd, buf, ends, e + 2 - ends,
                                      ngx_http_quota_redis_exec_reply, op);
@@ -319,15 +348,19 @@ ngx_http_quota_redis_exec_reply(redisAsyncContext *ac, void *data,
     ngx_uint_t                   i, first;
     ngx_http_quota_redis_op_t   *op;
     ngx_http_quota_redis_res_t   res;
+    ngx_uint_t                   nleases;
     int64_t                      values[NGX_HTTP_QUOTA_REDIS_MAX_INCR];
+    int64_t                      held[NGX_HTTP_QUOTA_REDIS_MAX_LEASES];
 
     op = privdata;
     reply = data;
+    nleases = op ? op->nleases : 0;
 
     ngx_http_quota_redis_answered(ac);
 
     ngx_memzero(&res, sizeof(ngx_http_quota_redis_res_t));
     res.values = values;
+    res.held = held;
 
     if (reply == NULL) {
         res.rc = NGX_ERROR;
@@ -347,10 +380,19 @@ ngx_http_quota_redis_exec_reply(redisAsyncContext *ac, void *data,
         goto done;
     }
 
-    /* [GET mark], then INCRBY and PEXPIREAT for each key */
+    /*
+     * [GET mark], INCRBY and PEXPIREAT for each key, then four for each
+     * lease: the parity of the count says whether the mark is there
+     */
 
     el = reply->element;
     first = reply->elements % 2;
+
+    if (reply->elements < first + QUOTA_REDIS_LEASE_CMDS * nleases) {
+        res.rc = NGX_DECLINED;
+        res.error = "unexpected reply to EXEC";
+        goto done;
+    }
 
     if (first) {
         e = el[0];
@@ -361,7 +403,7 @@ ngx_http_quota_redis_exec_reply(redisAsyncContext *ac, void *data,
         }
     }
 
-    res.n = (reply->elements - first) / 2;
+    res.n = (reply->elements - first - QUOTA_REDIS_LEASE_CMDS * nleases) / 2;
 
     if (res.n > NGX_HTTP_QUOTA_REDIS_MAX_INCR) {
         res.rc = NGX_DECLINED;
@@ -388,6 +430,29 @@ ngx_http_quota_redis_exec_reply(redisAsyncContext *ac, void *data,
         if (res.key_error == NULL) {
             res.key_error = e->type == REDIS_REPLY_ERROR ? e->str
                                                          : "not an integer";
+        }
+    }
+
+    /* ZADD's and ZCARD's replies: WRONGTYPE when the key is no set */
+
+    res.nleases = nleases;
+    el += first + 2 * res.n;
+
+    for (i = 0; i < nleases; i++, el += QUOTA_REDIS_LEASE_CMDS) {
+        if (el[1]->type == REDIS_REPLY_INTEGER
+            && el[2]->type == REDIS_REPLY_INTEGER)
+        {
+            held[i] = el[2]->integer;
+            continue;
+        }
+
+        held[i] = 0;
+        res.lease_failed |= (uint32_t) 1 << i;
+
+        if (res.key_error == NULL) {
+            e = el[1]->type == REDIS_REPLY_ERROR ? el[1] : el[2];
+            res.key_error = e->type == REDIS_REPLY_ERROR ? e->str
+                                                         : "not a set";
         }
     }
 

@@ -2,15 +2,18 @@
  * A Redis store: one hiredis async context on nginx's event loop, over
  * which every request of the worker is pipelined.
  *
- * Its one kind of write is an atomic multi-key increment,
+ * Its one kind of write is an atomic multi-key transaction,
  *
- *     MULTI, [GET mark], (INCRBY key delta, PEXPIREAT key at)..., EXEC
+ *     MULTI, [GET mark], (INCRBY key delta, PEXPIREAT key at)...,
+ *            (ZREMRANGEBYSCORE, ZADD, ZCARD, PEXPIRE of a lease)..., EXEC
  *
  * sent in one write.  Reservations, give-backs, settlements and restores
  * are all this with different deltas; the optional GET reads the epoch
  * marker of the keys' hash tag in the same transaction, so a reply says
  * both what the counters hold and whether they are the counters the
- * sender meant (see ngx_http_quota_epoch.h).
+ * sender meant (see ngx_http_quota_epoch.h).  Leases (quota_concurrency)
+ * are members of sorted sets taken in the same transaction as the money:
+ * the reply says what each set holds with the lease added.
  */
 
 #ifndef _NGX_HTTP_QUOTA_REDIS_H_INCLUDED_
@@ -24,6 +27,7 @@
 
 #include "ngx_http_quota_conn.h"
 #include "ngx_http_quota_redis_kept.h"
+#include "quota_redis_cmd.h"
 
 
 /* keys one transaction may hold */
@@ -31,6 +35,9 @@
 
 /* plain commands sent together, at most */
 #define NGX_HTTP_QUOTA_REDIS_MAX_CMDS  8
+
+/* leases one transaction may hold; each is released by a plain command */
+#define NGX_HTTP_QUOTA_REDIS_MAX_LEASES  NGX_HTTP_QUOTA_REDIS_MAX_CMDS
 
 
 /* quota_redis, as configured */
@@ -68,6 +75,10 @@ typedef struct {
     uint32_t                     failed;         /* bit i: key i refused */
     const char                  *key_error;      /* the first such error */
 
+    ngx_uint_t                   nleases;
+    int64_t                     *held;           /* ZCARD, lease included */
+    uint32_t                     lease_failed;   /* bit i: lease i refused */
+
     ngx_str_t                    mark;           /* data NULL: no such key */
     redisReply                  *reply;          /* of a plain command */
 } ngx_http_quota_redis_res_t;
@@ -81,6 +92,12 @@ typedef void (*ngx_http_quota_redis_done_pt)(ngx_http_quota_redis_op_t *op,
 
 struct ngx_http_quota_redis_op_s {
     ngx_http_quota_redis_done_pt  done;
+
+    /*
+     * set by the store as it sends a transaction, for reading its reply:
+     * an op with leases carries one transaction at a time
+     */
+    ngx_uint_t                    nleases;
 };
 
 
@@ -127,6 +144,12 @@ ngx_int_t ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd);
  */
 ngx_int_t ngx_http_quota_redis_incr(ngx_http_quota_redis_t *rd,
     ngx_str_t *mark, ngx_http_quota_incr_t *incr, ngx_uint_t n,
+    ngx_http_quota_redis_op_t *op);
+
+/* the same, with nlease leases after the increments (n may be 0 then) */
+ngx_int_t ngx_http_quota_redis_multi(ngx_http_quota_redis_t *rd,
+    ngx_str_t *mark, ngx_http_quota_incr_t *incr, ngx_uint_t n,
+    quota_redis_lease_t *lease, ngx_uint_t nlease,
     ngx_http_quota_redis_op_t *op);
 
 /*

@@ -1,6 +1,6 @@
 /*
  * What the gate tells clients: the 429 with Retry-After when a quota is
- * spent, the 503 when the quota store cannot be reached and the location
+ * spent or a scope has too many requests in flight, the 503 when the quota store cannot be reached and the location
  * fails closed or when the host sheds load, the 403/400 for a missing or
  * oversized scope value, each as JSON or, for streaming clients, as SSE;
  * and the RateLimit and X-Quota-* headers that let clients slow down
@@ -21,6 +21,8 @@ static ngx_uint_t ngx_http_quota_wants_sse(ngx_http_request_t *r,
 static size_t ngx_http_quota_refusal_body(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, char *buf, size_t size);
 static void ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx,
+    quota_denial_t *d);
+static void ngx_http_quota_crowd(ngx_http_quota_ctx_t *ctx,
     quota_denial_t *d);
 static ngx_int_t ngx_http_quota_set_ratelimit(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, int64_t taken, time_t now);
@@ -83,6 +85,28 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                                           &ngx_http_quota_should_retry_header,
                                           (u_char *) "false", 5)
                != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_QUOTA_STATUS_CONCURRENCY:
+        r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        done = "concurrency_exceeded";
+
+        /*
+         * a crowd clears within seconds: no X-Should-Retry, the SDKs
+         * retry after Retry-After.  The money was admitted and given
+         * back: the limit with the least left is reported as refused.
+         */
+
+        ctx->denied = ctx->tightest;
+
+        if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header,
+                                       ctx->retry_after, 0)
+            != NGX_OK
+            || (ctx->nkeys && ngx_http_quota_set_headers(r, ctx, 1) != NGX_OK))
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -194,6 +218,11 @@ ngx_http_quota_refusal_body(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
         return quota_json_denial(buf, size, &d);
 
+    case NGX_HTTP_QUOTA_STATUS_CONCURRENCY:
+        ngx_http_quota_crowd(ctx, &d);
+
+        return quota_json_concurrency(buf, size, &d);
+
     case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
         return quota_json_unavailable(buf, size, ctx->conf->meter.data,
                                       ctx->conf->meter.len);
@@ -244,6 +273,32 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->period = k->period;
     d->retry_after = ctx->retry_after;
     d->resets_at = k->reset;
+    d->now = ngx_time();
+}
+
+
+/* the set that was full: what was in flight besides this request, and N */
+
+static void
+ngx_http_quota_crowd(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
+{
+    ngx_http_quota_inflight_t  *f;
+
+    f = &ctx->inflight[ctx->crowded];
+
+    ngx_memzero(d, sizeof(quota_denial_t));
+
+    d->meter = ctx->conf->meter.data;
+    d->meter_len = ctx->conf->meter.len;
+    d->path = ctx->path;
+    d->depth = f->depth;
+    d->limit = f->limit;
+    /*
+     * the set may still hold requests refused a moment ago and not yet
+     * taken out: no more than N of those it counts were admitted
+     */
+    d->spent = ngx_min(f->held - 1, f->limit);
+    d->retry_after = ctx->retry_after;
     d->now = ngx_time();
 }
 

@@ -14,6 +14,9 @@
  * when Redis has lost them); a reply that shows the epoch has moved on
  * means the estimate went to counters nobody reads: it is given back
  * there and the request is reserved once more under the new epoch.
+ *
+ * The same transaction takes the request's leases in the sets of requests
+ * in flight (ngx_http_quota_concurrency.c), given back with the money.
  */
 
 
@@ -32,6 +35,8 @@ struct ngx_http_quota_txn_s {
     ngx_http_quota_redis_t      *rd;
     ngx_http_quota_epoch_t      *entry;          /* held */
     int64_t                      epoch;
+    quota_redis_lease_t         *lease;          /* NULL: none */
+    ngx_uint_t                   nlease;
     ngx_uint_t                   n;
     ngx_http_quota_incr_t        incr[1];
 };
@@ -61,7 +66,7 @@ static int64_t ngx_http_quota_ceiling(ngx_http_quota_key_t *k);
 static void ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx,
     ngx_http_quota_key_t *k, int64_t counter, ngx_time_t *tp);
 static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
-    uint32_t failed);
+    uint32_t failed, uint32_t lease_failed);
 
 
 /*
@@ -148,6 +153,9 @@ ngx_http_quota_reserve_release(ngx_http_quota_ctx_t *ctx)
 {
     ngx_http_quota_reserve_cleanup(ctx);
 
+    /* a request that ends without its log phase still lets go */
+    ngx_http_quota_concurrency_release(ctx);
+
     if (ctx->entry) {
         ngx_http_quota_epoch_release(ctx->entry);
         ctx->entry = NULL;
@@ -191,9 +199,10 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (ngx_http_quota_redis_incr(txn->rd,
-                                  ngx_http_quota_epoch_mark_get(ctx->entry),
-                                  txn->incr, txn->n, &txn->op)
+    if (ngx_http_quota_redis_multi(txn->rd,
+                                   ngx_http_quota_epoch_mark_get(ctx->entry),
+                                   txn->incr, txn->n, txn->lease, txn->nlease,
+                                   &txn->op)
         != NGX_OK)
     {
         ngx_http_quota_txn_free(txn);
@@ -258,8 +267,11 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
         }
     }
 
+    /* incr[0] is in the struct itself, whether used or not */
+
     size += sizeof(ngx_http_quota_txn_t)
-            + (n - 1) * sizeof(ngx_http_quota_incr_t);
+            + (n ? n - 1 : 0) * sizeof(ngx_http_quota_incr_t)
+            + ngx_http_quota_concurrency_size(ctx);
 
     txn = ngx_alloc(size, ngx_cycle->log);
     if (txn == NULL) {
@@ -275,10 +287,18 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
 
     ngx_http_quota_epoch_hold(txn->entry);
 
-    p = (u_char *) &txn->incr[txn->n];
-    n = ctx->nkeys;
-
     suffix = ngx_http_quota_epoch_suffix(ctx->entry);
+
+    /* the leases' array, aligned after the increments, then the strings */
+
+    p = (u_char *) &txn->incr[txn->n ? txn->n : 1];
+    txn->nlease = ctx->ninflight;
+    txn->lease = (quota_redis_lease_t *) p;
+    p += ctx->ninflight * sizeof(quota_redis_lease_t);
+
+    txn->lease = ngx_http_quota_concurrency_leases(ctx, suffix, &p,
+                                                   txn->lease);
+    n = ctx->nkeys;
 
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
@@ -344,7 +364,7 @@ ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
 
     if (res->rc == NGX_OK && (ctx == NULL || current != NGX_OK)) {
         /* nobody waits for it, or it went to counters nobody reads */
-        ngx_http_quota_give_back(txn, res->failed);
+        ngx_http_quota_give_back(txn, res->failed, res->lease_failed);
     }
 
     if (ctx == NULL) {
@@ -374,14 +394,20 @@ ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
         ngx_http_quota_reserve_fail(ctx, "counters moved to a new epoch "
                                     "twice");
 
-    } else if (res->failed) {
+    } else if (res->failed || res->lease_failed) {
         ngx_http_quota_reserve_unusable(ctx, txn, res);
 
     } else {
         ngx_http_quota_reserve_decide(ctx, res->values);
 
-        if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
-            ngx_http_quota_give_back(txn, 0);
+        /* a budget refusal says more than a crowd that soon clears */
+
+        if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED) {
+            ngx_http_quota_concurrency_decide(ctx, res->held);
+        }
+
+        if (ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED) {
+            ngx_http_quota_give_back(txn, 0, 0);
         }
     }
 
@@ -569,9 +595,24 @@ static void
 ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
     ngx_http_quota_txn_t *txn, ngx_http_quota_redis_res_t *res)
 {
-    ngx_uint_t  i, n;
+    ngx_uint_t   i, n;
+    ngx_str_t    key;
 
-    for (i = 0; !(res->failed & ((uint32_t) 1 << i)); i++) { /* void */ }
+    if (res->failed) {
+        for (i = 0; !(res->failed & ((uint32_t) 1 << i)); i++) { /* void */ }
+
+        key = txn->incr[i].key;
+
+    } else {
+        /* a set of requests in flight that is no set */
+
+        for (i = 0; !(res->lease_failed & ((uint32_t) 1 << i)); i++) {
+            /* void */
+        }
+
+        key.data = (u_char *) txn->lease[i].key.data;
+        key.len = txn->lease[i].key.len;
+    }
 
     /* once per burst of the tag, not once per request */
     n = ngx_http_quota_burst(ngx_http_quota_epoch_unusable(txn->entry));
@@ -581,10 +622,10 @@ ngx_http_quota_reserve_unusable(ngx_http_quota_ctx_t *ctx,
                       "quota: counter \"%V\" cannot be incremented: %s; "
                       "requests of its scope are refused until it is "
                       "deleted or repaired (%ui refused)",
-                      &txn->incr[i].key, res->key_error, n);
+                      &key, res->key_error, n);
     }
 
-    ngx_http_quota_give_back(txn, res->failed);
+    ngx_http_quota_give_back(txn, res->failed, res->lease_failed);
 
     ctx->status = NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED;
 }
@@ -674,7 +715,8 @@ ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx)
 /* takes back what a reservation added, but on counters that refused it */
 
 static void
-ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed)
+ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed,
+    uint32_t lease_failed)
 {
     ngx_uint_t             i, n;
     ngx_http_quota_incr_t  incr[NGX_HTTP_QUOTA_MAX_KEYS];
@@ -692,4 +734,7 @@ ngx_http_quota_give_back(ngx_http_quota_txn_t *txn, uint32_t failed)
     if (n) {
         ngx_http_quota_redis_write(txn->rd, incr, n, NULL, 0);
     }
+
+    ngx_http_quota_concurrency_give_back(txn->rd, txn->lease, txn->nlease,
+                                         lease_failed);
 }

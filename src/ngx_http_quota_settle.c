@@ -143,6 +143,9 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         ngx_http_quota_settle_redis(r, ctx, actual);
     }
 
+    /* the request is no longer in flight, whatever became of it */
+    ngx_http_quota_concurrency_release(ctx);
+
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
 
     if (qmcf->pg_conninfo.len) {

@@ -84,7 +84,8 @@ ngx_str_t  ngx_http_quota_status_names[] = {
     ngx_string("fail_open"),
     ngx_string("fail_closed"),
     ngx_string("invalid"),
-    ngx_string("load_shed")
+    ngx_string("load_shed"),
+    ngx_string("concurrency_exceeded")
 };
 
 
@@ -198,7 +199,8 @@ ngx_http_quota_retry_after_variable(ngx_http_request_t *r,
     }
 
     if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED
-        || ctx->status == NGX_HTTP_QUOTA_STATUS_LOAD_SHED)
+        || ctx->status == NGX_HTTP_QUOTA_STATUS_LOAD_SHED
+        || ctx->status == NGX_HTTP_QUOTA_STATUS_CONCURRENCY)
     {
         secs = ctx->retry_after;
 

@@ -382,39 +382,93 @@ quota_out_denial_amounts(quota_out_t *o, const quota_denial_t *d)
 }
 
 
+static void quota_out_denied_path(quota_out_t *o, const quota_denial_t *d);
+
+
 size_t
 quota_json_denial(char *buf, size_t size, const quota_denial_t *d)
 {
-    size_t                    i;
-    quota_out_t               o = { buf, size, 0 };
-    const quota_scope_ref_t  *s;
-
-    s = &d->path[d->depth - 1];
+    quota_out_t  o = { buf, size, 0 };
 
     quota_out_envelope_open(&o, "rate_limit_error", quota_denial_code(d),
                             quota_out_denial_message, d);
 
     quota_out_str(&o, "\"resourceType\":");
     quota_out_string(&o, d->meter, d->meter_len);
-    quota_out_str(&o, ",\"scope\":");
-    quota_out_string(&o, s->name, s->name_len);
-    quota_out_str(&o, ",\"scopeId\":");
-    quota_out_string(&o, s->value, s->value_len);
-
-    /* an array, empty at the top: an object would lose repeated names */
-    quota_out_str(&o, ",\"parentScopes\":[");
-
-    for (i = 0; i + 1 < d->depth; i++) {
-        quota_out_str(&o, i ? ",{\"scope\":" : "{\"scope\":");
-        quota_out_string(&o, d->path[i].name, d->path[i].name_len);
-        quota_out_str(&o, ",\"scopeId\":");
-        quota_out_string(&o, d->path[i].value, d->path[i].value_len);
-        quota_out_bytes(&o, "}", 1);
-    }
-
-    quota_out_bytes(&o, "]", 1);
+    quota_out_denied_path(&o, d);
 
     quota_out_denial_amounts(&o, d);
+    quota_out_envelope_close(&o);
+
+    return o.len;
+}
+
+
+static void
+quota_out_concurrency_message(quota_out_t *o, const void *arg)
+{
+    const quota_denial_t  *d = arg;
+
+    quota_out_escaped(o, d->meter, d->meter_len);
+    quota_out_str(o, " concurrency exceeded for ");
+    quota_out_denied_scope(o, d);
+    quota_out_str(o, ": ");
+    quota_out_int(o, d->spent);
+    quota_out_str(o, d->spent == 1 ? " request" : " requests");
+    quota_out_str(o, " in flight, limit ");
+    quota_out_int(o, d->limit);
+    quota_out_str(o, "; retry in ");
+    quota_out_int(o, d->retry_after);
+    quota_out_str(o, d->retry_after == 1 ? " second" : " seconds");
+}
+
+
+/* "scope", "scopeId" and "parentScopes" of the denied scope */
+static void
+quota_out_denied_path(quota_out_t *o, const quota_denial_t *d)
+{
+    size_t                    i;
+    const quota_scope_ref_t  *s;
+
+    s = &d->path[d->depth - 1];
+
+    quota_out_str(o, ",\"scope\":");
+    quota_out_string(o, s->name, s->name_len);
+    quota_out_str(o, ",\"scopeId\":");
+    quota_out_string(o, s->value, s->value_len);
+
+    /* an array, empty at the top: an object would lose repeated names */
+    quota_out_str(o, ",\"parentScopes\":[");
+
+    for (i = 0; i + 1 < d->depth; i++) {
+        quota_out_str(o, i ? ",{\"scope\":" : "{\"scope\":");
+        quota_out_string(o, d->path[i].name, d->path[i].name_len);
+        quota_out_str(o, ",\"scopeId\":");
+        quota_out_string(o, d->path[i].value, d->path[i].value_len);
+        quota_out_bytes(o, "}", 1);
+    }
+
+    quota_out_bytes(o, "]", 1);
+}
+
+
+size_t
+quota_json_concurrency(char *buf, size_t size, const quota_denial_t *d)
+{
+    quota_out_t  o = { buf, size, 0 };
+
+    quota_out_envelope_open(&o, "rate_limit_error", "concurrency_exceeded",
+                            quota_out_concurrency_message, d);
+
+    quota_out_str(&o, "\"resourceType\":");
+    quota_out_string(&o, d->meter, d->meter_len);
+    quota_out_denied_path(&o, d);
+    quota_out_str(&o, ",\"unit\":\"requests\",\"limit\":");
+    quota_out_int(&o, d->limit);
+    quota_out_str(&o, ",\"inFlight\":");
+    quota_out_int(&o, d->spent);
+    quota_out_str(&o, ",\"retryAfter\":");
+    quota_out_int(&o, d->retry_after);
     quota_out_envelope_close(&o);
 
     return o.len;

@@ -77,6 +77,17 @@ const char *quota_denial_code(const quota_denial_t *d);
 int quota_denial_retry_useless(const quota_denial_t *d);
 
 /*
+ * code "concurrency_exceeded", a rate_limit_error, for a request that
+ * would take a scope past its requests in flight (quota_concurrency):
+ * d->limit is N, d->spent the requests in flight besides this one,
+ * d->retry_after the seconds to wait; details {"resourceType", "scope",
+ * "scopeId", "parentScopes", "unit":"requests", "limit", "inFlight",
+ * "retryAfter"}
+ */
+size_t quota_json_concurrency(char *buf, size_t size,
+    const quota_denial_t *d);
+
+/*
  * code "scope_missing" (a permission_error, for 403) or "scope_invalid"
  * (an invalid_request_error, for 400); details {"scope":scope}
  */

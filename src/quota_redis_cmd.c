@@ -103,3 +103,83 @@ quota_redis_cmd_int(char *buf, int64_t v)
 
     return sizeof(tmp) - n;
 }
+
+
+/* the four commands' arguments; nums holds the numbers' digits */
+
+static void
+quota_redis_cmd_lease_args(const quota_redis_lease_t *l,
+    quota_redis_cmd_arg_t args[QUOTA_REDIS_LEASE_CMDS][4], size_t *argc,
+    char nums[3][21])
+{
+    size_t  now, expire, ttl;
+
+    now = quota_redis_cmd_int(nums[0], l->now_ms);
+    expire = quota_redis_cmd_int(nums[1], l->expire_ms);
+    ttl = quota_redis_cmd_int(nums[2], l->ttl_ms);
+
+    args[0][0].data = (const unsigned char *) "ZREMRANGEBYSCORE";
+    args[0][0].len = 16;
+    args[0][1] = l->key;
+    args[0][2].data = (const unsigned char *) "-inf";
+    args[0][2].len = 4;
+    args[0][3].data = (const unsigned char *) nums[0];
+    args[0][3].len = now;
+    argc[0] = 4;
+
+    args[1][0].data = (const unsigned char *) "ZADD";
+    args[1][0].len = 4;
+    args[1][1] = l->key;
+    args[1][2].data = (const unsigned char *) nums[1];
+    args[1][2].len = expire;
+    args[1][3] = l->member;
+    argc[1] = 4;
+
+    args[2][0].data = (const unsigned char *) "ZCARD";
+    args[2][0].len = 5;
+    args[2][1] = l->key;
+    argc[2] = 2;
+
+    args[3][0].data = (const unsigned char *) "PEXPIRE";
+    args[3][0].len = 7;
+    args[3][1] = l->key;
+    args[3][2].data = (const unsigned char *) nums[2];
+    args[3][2].len = ttl;
+    argc[3] = 3;
+}
+
+
+size_t
+quota_redis_cmd_lease_len(const quota_redis_lease_t *l)
+{
+    char                   nums[3][21];
+    size_t                 i, len, argc[QUOTA_REDIS_LEASE_CMDS];
+    quota_redis_cmd_arg_t  args[QUOTA_REDIS_LEASE_CMDS][4];
+
+    quota_redis_cmd_lease_args(l, args, argc, nums);
+
+    for (i = 0, len = 0; i < QUOTA_REDIS_LEASE_CMDS; i++) {
+        len += quota_redis_cmd_len(args[i], argc[i]);
+    }
+
+    return len;
+}
+
+
+unsigned char *
+quota_redis_cmd_lease(unsigned char *dst, const quota_redis_lease_t *l,
+    unsigned char **ends)
+{
+    char                   nums[3][21];
+    size_t                 i, argc[QUOTA_REDIS_LEASE_CMDS];
+    quota_redis_cmd_arg_t  args[QUOTA_REDIS_LEASE_CMDS][4];
+
+    quota_redis_cmd_lease_args(l, args, argc, nums);
+
+    for (i = 0; i < QUOTA_REDIS_LEASE_CMDS; i++) {
+        dst = quota_redis_cmd_write(dst, args[i], argc[i]);
+        ends[i] = dst;
+    }
+
+    return dst;
+}

@@ -115,7 +115,7 @@ quota_limit names scope "team", which no quota_scope declares in \S+nginx[-\w]*\
         proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
     }
 --- nginx_t_fails
-quota_scope "user" has no quota_limit in \S+nginx[-\w]*\.conf:\d+
+quota_scope "user" has no quota_limit or quota_concurrency in \S+nginx[-\w]*\.conf:\d+
 
 
 === TEST 8: a duplicate limit
@@ -399,3 +399,100 @@ quota_postgres: invalid parameter "batch=0"
 --- redis_expect eval
 { quota_key(prefix => 'q:', scopes => [tenant => 'acme'], meter => 'llm',
              period => 'day') => 50000 }
+
+
+=== TEST 26: a concurrency of 0
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency tenant 0;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency: invalid number of requests "0", expected a whole number of at least 1
+
+
+=== TEST 27: a concurrency that is not a number
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency tenant two;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency: invalid number of requests "two"
+
+
+=== TEST 28: a bad lease
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency tenant 2 lease=soon;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency: invalid "lease=soon", expected lease=TIME
+
+
+=== TEST 29: an unknown concurrency parameter
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency tenant 2 ttl=5s;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency: unknown parameter "ttl=5s", expected lease=TIME
+
+
+=== TEST 30: a concurrency on an undeclared scope
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency team 2;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency names scope "team", which no quota_scope declares in \S+nginx[-\w]*\.conf:\d+
+
+
+=== TEST 31: a duplicate concurrency
+--- http_config
+    quota_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_estimate  0.01;
+        quota_limit     tenant 5 day;
+        quota_concurrency tenant 2;
+        quota_concurrency tenant 3 lease=30s;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_concurrency: duplicate for scope "tenant"
