@@ -326,6 +326,8 @@ char *ngx_http_quota_postgres_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_quota_alert_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_quota_where(ngx_conf_t *cf, ngx_http_quota_where_t *w);
+char *ngx_http_quota_limits_resolve(ngx_conf_t *cf,
+    ngx_http_quota_loc_conf_t *qlcf);
 char *ngx_http_quota_concurrency_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_quota_concurrency_resolve(ngx_conf_t *cf,
