@@ -22,27 +22,35 @@ quota_rl_int(quota_out_t *o, int64_t v)
 static void
 quota_rl_name(quota_out_t *o, const quota_rl_item_t *it)
 {
-    size_t         i;
+    size_t         i, run;
     unsigned char  c;
     char           esc[2];
 
     quota_out_bytes(o, "\"", 1);
 
-    for (i = 0; i < it->scope_len; i++) {
+    /* plain bytes go out in runs: a scope name is nearly always all plain */
+
+    for (i = 0, run = 0; i < it->scope_len; i++) {
         c = it->scope[i];
+
+        if (c != '"' && c != '\\' && c >= 0x20 && c <= 0x7e) {
+            continue;
+        }
+
+        quota_out_bytes(o, it->scope + run, i - run);
+        run = i + 1;
 
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char) c;
             quota_out_bytes(o, esc, 2);
 
-        } else if (c < 0x20 || c > 0x7e) {
-            quota_out_bytes(o, "?", 1);
-
         } else {
-            quota_out_bytes(o, &c, 1);
+            quota_out_bytes(o, "?", 1);
         }
     }
+
+    quota_out_bytes(o, it->scope + run, i - run);
 
     quota_out_bytes(o, "-", 1);
     quota_out_str(o, quota_period_name(it->period));

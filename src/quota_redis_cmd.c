@@ -80,20 +80,38 @@ quota_redis_cmd_write(unsigned char *dst, const quota_redis_cmd_arg_t *argv,
 }
 
 
+/* two digits a division: numbers here are mostly 13-digit times in ms */
+
+static const char  quota_redis_cmd_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+
 size_t
 quota_redis_cmd_int(char *buf, int64_t v)
 {
     char      tmp[21];
     size_t    n;
-    uint64_t  u;
+    uint64_t  u, r;
 
     n = sizeof(tmp);
     u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
 
-    do {
-        tmp[--n] = (char) ('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        r = (u % 100) * 2;
+        u /= 100;
+        tmp[--n] = quota_redis_cmd_pairs[r + 1];
+        tmp[--n] = quota_redis_cmd_pairs[r];
+    }
+
+    if (u >= 10) {
+        tmp[--n] = quota_redis_cmd_pairs[u * 2 + 1];
+        tmp[--n] = quota_redis_cmd_pairs[u * 2];
+
+    } else {
+        tmp[--n] = (char) ('0' + u);
+    }
 
     if (v < 0) {
         tmp[--n] = '-';

@@ -325,6 +325,32 @@ test_int_small_and_negative(void **state)
 }
 
 
+/* every length, and random values, against snprintf */
+static void
+test_int_against_printf(void **state)
+{
+    int       i;
+    char      want[32];
+    int64_t   v;
+    uint64_t  x;
+
+    (void) state;
+
+    x = 0x9e3779b97f4a7c15ULL;
+
+    for (i = 0; i < 200000; i++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v = (int64_t) (x * 0x2545f4914f6cdd1dULL);
+        v >>= (unsigned) (i % 64);
+
+        snprintf(want, sizeof(want), "%lld", (long long) v);
+        check_int(v, want);
+    }
+}
+
+
 static void
 test_int_extremes(void **state)
 {
@@ -401,6 +427,7 @@ main(void)
         cmocka_unit_test(test_len_matches_written_length_on_random_commands),
         cmocka_unit_test(test_int_small_and_negative),
         cmocka_unit_test(test_int_extremes),
+        cmocka_unit_test(test_int_against_printf),
         cmocka_unit_test(test_int_powers_of_ten),
         cmocka_unit_test(test_int_matches_snprintf_on_random_values),
     };
