@@ -77,6 +77,8 @@ subtest 'a counter Redis cannot increment refuses its scope, siblings unchanged'
             like($res->{body}, qr/quota_unavailable/, "$t: as quota_unavailable");
         }
 
+        # the give-back is written after the refusal is on its way
+        wait_for(sub { redis_cmd('GET', tkey($t)) == 5_000_000 }, 2);
         is(redis_cmd('GET', tkey($t)), 5_000_000,
            "$t: the tenant counter of the same MULTI is as it was");
         is(redis_cmd('GET', ukey($t, 'eve')), undef, "$t: nothing else charged");

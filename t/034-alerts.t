@@ -215,8 +215,10 @@ subtest 'a reservation taken back, or an estimate above the cost, never alerts' 
     # $0.45 a request on $1: 45 %, 90 %, then a 429 that would have made 135 %
     my @codes = map { http_request(uri => '/big', headers => { 'X-Tenant-Id' => 'big' })->{status} } 1 .. 3;
     is("@codes", '200 200 429', 'two allowed, the third refused');
-    is(redis_cmd('GET', quota_key(scopes => [tenant => 'big'], meter => 'llm', period => 'day')),
-       900_000, 'Redis holds the two, the third was taken back');
+    my $big = quota_key(scopes => [tenant => 'big'], meter => 'llm', period => 'day');
+    wait_for(sub { redis_cmd('GET', $big) == 900_000 }, 2);
+    is(redis_cmd('GET', $big), 900_000,
+       'Redis holds the two, the third was taken back');
 
     # reserves $0.90, costs $0.10
     is(http_request(uri => '/priced', headers => { 'X-Tenant-Id' => 'priced' })->{status}, 200,
