@@ -53,9 +53,6 @@ ngx_http_quota_trim_start(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->trim = t;
 
-    /* proxy temp files are read into memory before they reach us */
-    r->filter_need_in_memory = 1;
-
     return NGX_OK;
 }
 
@@ -225,38 +222,34 @@ static ngx_int_t
 ngx_http_quota_trim_keep(ngx_http_request_t *r, ngx_http_quota_trim_t *t,
     u_char *p, size_t len)
 {
+    size_t        room;
     ngx_chain_t  *cl;
 
-    if (t->hold == NULL) {
-        if (len > NGX_HTTP_QUOTA_TRIM_HOLD) {
-            t->passing = 1;
-            t->dropped = 0;
-            return NGX_OK;
-        }
+    room = t->hold ? (size_t) (t->hold->end - t->hold->last)
+                   : NGX_HTTP_QUOTA_TRIM_HOLD;
 
-        if (t->free) {
-            cl = t->free;
-            t->free = cl->next;
-            t->hold = cl->buf;
-            ngx_free_chain(r->pool, cl);
-
-            t->hold->pos = t->hold->start;
-            t->hold->last = t->hold->start;
-
-        } else {
-            t->hold = ngx_create_temp_buf(r->pool, NGX_HTTP_QUOTA_TRIM_HOLD);
-            if (t->hold == NULL) {
-                return NGX_ERROR;
-            }
-
-            t->hold->tag = (ngx_buf_tag_t) &ngx_http_quota_module;
-        }
-    }
-
-    if ((size_t) (t->hold->end - t->hold->last) < len) {
+    if (len > room) {
         t->passing = 1;
         t->dropped = 0;
         return NGX_OK;
+    }
+
+    if (t->hold == NULL && t->free) {
+        cl = t->free;
+        t->free = cl->next;
+        t->hold = cl->buf;
+        ngx_free_chain(r->pool, cl);
+
+        t->hold->pos = t->hold->start;
+        t->hold->last = t->hold->start;
+
+    } else if (t->hold == NULL) {
+        t->hold = ngx_create_temp_buf(r->pool, NGX_HTTP_QUOTA_TRIM_HOLD);
+        if (t->hold == NULL) {
+            return NGX_ERROR;
+        }
+
+        t->hold->tag = (ngx_buf_tag_t) &ngx_http_quota_module;
     }
 
     t->hold->last = ngx_cpymem(t->hold->last, p, len);

@@ -49,6 +49,9 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return NGX_OK;
     }
 
+    /* proxy temp files are read into memory before they reach us */
+    r->filter_need_in_memory = 1;
+
     if (trim && mode == QUOTA_USAGE_SSE
         && ngx_http_quota_trim_start(r, ctx) != NGX_OK)
     {
@@ -65,9 +68,6 @@ ngx_http_quota_filter_header(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     quota_usage_init(ctx->usage, mode);
-
-    /* proxy temp files are read into memory before they reach us */
-    r->filter_need_in_memory = 1;
 
     return NGX_OK;
 }
