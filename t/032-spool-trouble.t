@@ -82,6 +82,11 @@ sub outage {
 
 subtest 'spool directory unwritable (chmod 000) while PostgreSQL is down' => sub {
     nginx_start(conf());
+    # each worker looks at the spool directory once, as it starts: the
+    # directory is taken away only after both have
+    ok(wait_for(sub { pg_clients('nginx quota ledger') == 2 }, 10),
+       'both workers started, their ledgers connected')
+      or BAIL_OUT('the workers\' ledgers did not connect');
     chmod 0000, $SPOOL or die "chmod $SPOOL: $!";
 
     outage('noperm', qr/\[error\] .*cannot open spool "\Q$SPOOL\E\/quota-\d+\.spool".*ledger rows wait in memory.*Permission denied/);

@@ -64,7 +64,7 @@ use Test::Quota::Process qw(
 use Exporter 'import';
 our @EXPORT = qw(
     pg_available pg_start pg_stop pg_port pg_conninfo psql pg_migrate
-    psql_session psql_session_end
+    psql_session psql_session_end pg_clients
 );
 
 # croak names the line of the test that called the harness
@@ -185,6 +185,14 @@ sub psql_session_end {
     psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
            WHERE application_name = 'quota-session-$$'");
     _stop_child($pid, 'TERM', 5);
+}
+
+# connections PostgreSQL has from application $name: a worker's ledger
+# connects only once the worker has finished starting
+sub pg_clients {
+    my $name = shift;
+    return psql(qq{SELECT count(*) FROM pg_stat_activity
+                    WHERE application_name = '$name'});
 }
 
 sub pg_migrate {
