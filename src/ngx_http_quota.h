@@ -24,6 +24,8 @@
 #include "quota_usage.h"
 #include "quota_ratelimit.h"
 #include "quota_accept.h"
+#include "quota_unit.h"
+#include "quota_tz.h"
 #include "ngx_http_quota_conn.h"
 #include "ngx_http_quota_redis.h"
 
@@ -86,25 +88,53 @@ typedef struct {
 } ngx_http_quota_scope_t;
 
 
+/* a time zone tz= named, read from tzdata with the configuration */
+typedef struct {
+    ngx_str_t                    name;           /* NUL-terminated */
+    quota_tz_t                  *tz;
+} ngx_http_quota_zone_t;
+
+
 typedef struct {
     ngx_str_t                    scope;
     quota_period_e               period;
-    int64_t                      limit;          /* micro-dollars */
+    quota_unit_e                 unit;
+    int64_t                      limit;          /* in unit */
     ngx_flag_t                   sliding;        /* the last W seconds */
     ngx_flag_t                   soft;           /* never refuses */
     int64_t                      burst;          /* -1: none */
+    ngx_http_quota_zone_t       *zone;           /* NULL: UTC */
     ngx_http_quota_where_t       where;
 } ngx_http_quota_limit_t;
+
+
+/*
+ * a counter's current window and the tail of its key, and the window
+ * before, worked out again when the clock has moved on
+ */
+typedef struct {
+    time_t                       now;
+    u_char                      *meter;
+    time_t                       start;
+    time_t                       end;
+    size_t                       len;
+    size_t                       prev_len;
+    u_char                       tail[256];
+    u_char                       prev_tail[256];
+} ngx_http_quota_window_t;
 
 
 /* a limit resolved against the scopes of the location it applies in */
 typedef struct {
     ngx_uint_t                   depth;          /* 1: first scope */
     quota_period_e               period;
+    quota_unit_e                 unit;
     int64_t                      limit;          /* or NO_LIMIT */
     int64_t                      soft_limit;     /* -1: none */
     int64_t                      burst;          /* 0: none */
     ngx_flag_t                   sliding;
+    ngx_http_quota_zone_t       *zone;           /* NULL: UTC */
+    ngx_http_quota_window_t     *window;         /* the worker's own */
 } ngx_http_quota_rule_t;
 
 
@@ -144,6 +174,7 @@ typedef struct {
     ngx_shm_zone_t              *limits_zone;
     ngx_shm_zone_t              *throttle_zone;  /* with quota_throttle */
     ngx_array_t                 *throttle_dirs;  /* its proc= directories */
+    ngx_array_t                 *zones;          /* ngx_http_quota_zone_t */
 
     /* each worker's own, set when it starts */
     ngx_http_quota_ledger_t     *ledger;
@@ -164,7 +195,7 @@ typedef struct {
     ngx_array_t                 *rules;          /* ngx_http_quota_rule_t */
     ngx_array_t                 *concurrency;    /* .._concurrency_t */
     ngx_http_quota_amount_t      estimate;
-    int64_t                      max_limit;      /* largest rule limit */
+    int64_t                      max_limit[QUOTA_UNIT_COUNT];  /* largest */
     ngx_uint_t                   response;
     ngx_uint_t                   fail;
     ngx_uint_t                   actual;         /* how cost is learned */
@@ -189,6 +220,9 @@ typedef struct {
     size_t                       base;           /* its length without */
     ngx_uint_t                   depth;
     quota_period_e               period;
+    quota_unit_e                 unit;
+    ngx_http_quota_zone_t       *zone;           /* NULL: UTC */
+    int64_t                      estimate;       /* reserved, in unit */
     int64_t                      limit;          /* or NO_LIMIT */
     int64_t                      soft_limit;     /* -1: none */
     int64_t                      burst;          /* 0: none */
@@ -248,7 +282,8 @@ typedef struct {
     ngx_msec_t                   wait_start;     /* for the epoch */
     ngx_str_t                    tag;            /* "{tenant=acme}" */
 
-    int64_t                      estimate;
+    int64_t                      estimate;       /* micro-dollars */
+    int64_t                      tokens;         /* estimated */
     time_t                       now;
 
     quota_scope_ref_t           *path;           /* scope values */
@@ -266,6 +301,7 @@ typedef struct {
     time_t                       retry_after;    /* when denied */
 
     int64_t                      actual;         /* once settled */
+    int64_t                      actual_tokens;
     ngx_uint_t                   upstream_status;
 
     quota_request_t             *req;            /* the parsed body */
@@ -334,6 +370,18 @@ char *ngx_http_quota_concurrency_resolve(ngx_conf_t *cf,
     ngx_http_quota_loc_conf_t *qlcf);
 ngx_uint_t ngx_http_quota_concurrency_applies(ngx_http_quota_loc_conf_t *qlcf,
     ngx_uint_t depth);
+ngx_http_quota_zone_t *ngx_http_quota_zone_load(ngx_conf_t *cf,
+    ngx_str_t *name);
+ngx_http_quota_zone_t *ngx_http_quota_zone_find(ngx_array_t *zones,
+    u_char *name, size_t len);
+ngx_uint_t ngx_http_quota_zone_is_utc(quota_tz_t *tz);
+ngx_int_t ngx_http_quota_key_zone(ngx_http_request_t *r,
+    ngx_http_quota_key_t *k, ngx_str_t *prefix, ngx_str_t *meter,
+    ngx_http_quota_zone_t *zone, time_t now);
+ngx_http_quota_window_t *ngx_http_quota_rule_window(
+    ngx_http_quota_rule_t *rule, ngx_str_t *meter, time_t now);
+int64_t ngx_http_quota_counted(ngx_http_quota_ctx_t *ctx, quota_unit_e unit,
+    ngx_uint_t actual);
 
 
 ngx_http_quota_ctx_t *ngx_http_quota_get_ctx(ngx_http_request_t *r);
@@ -369,6 +417,7 @@ ngx_int_t ngx_http_quota_body_read(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 int64_t ngx_http_quota_body_estimate(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
+int64_t ngx_http_quota_body_tokens(ngx_http_quota_ctx_t *ctx);
 int64_t ngx_http_quota_usage_cost(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 void ngx_http_quota_model(ngx_http_quota_ctx_t *ctx, ngx_str_t *model);
@@ -392,6 +441,8 @@ ngx_uint_t ngx_http_quota_refusal_wants_body(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 ngx_int_t ngx_http_quota_set_headers(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, ngx_uint_t refused);
+ngx_http_quota_key_t *ngx_http_quota_usd_key(ngx_http_quota_ctx_t *ctx,
+    ngx_uint_t refused);
 
 ngx_int_t ngx_http_quota_add_variables(ngx_conf_t *cf);
 

@@ -285,7 +285,8 @@ ngx_http_quota_body_estimate(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     qlcf = ctx->conf;
 
     if (!ctx->parsed) {
-        return qlcf->fallback >= 0 ? qlcf->fallback : qlcf->max_limit;
+        return qlcf->fallback >= 0 ? qlcf->fallback
+                                   : qlcf->max_limit[QUOTA_UNIT_USD];
     }
 
     price = quota_price_find(qlcf->prices->elts, qlcf->prices->nelts,
@@ -297,4 +298,23 @@ ngx_http_quota_body_estimate(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
                                               : qlcf->max_tokens;
 
     return quota_price_cost(price, &tokens);
+}
+
+
+/*
+ * What token limits reserve: the input and the bound on the output, as
+ * money is estimated; a body that could not be read reserves the whole
+ * of the largest token limit, since it may cost anything.
+ */
+
+int64_t
+ngx_http_quota_body_tokens(ngx_http_quota_ctx_t *ctx)
+{
+    if (!ctx->parsed) {
+        return ctx->conf->max_limit[QUOTA_UNIT_TOK];
+    }
+
+    return ctx->req->input_tokens
+           + (ctx->req->max_output >= 0 ? ctx->req->max_output
+                                        : ctx->conf->max_tokens);
 }

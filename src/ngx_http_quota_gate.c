@@ -18,22 +18,7 @@
 #include "quota_epoch.h"
 
 
-/* a period's current window and key tail, worked out once a second */
-typedef struct {
-    time_t                       now;
-    u_char                      *meter;
-    time_t                       start;
-    time_t                       end;
-    size_t                       len;
-    u_char                       tail[128];
-    size_t                       prev_len;       /* the window before */
-    u_char                       prev_tail[128];
-} ngx_http_quota_window_t;
-
-
 static void ngx_http_quota_cleanup(void *data);
-static ngx_http_quota_window_t *ngx_http_quota_gate_window(ngx_str_t *meter,
-    quota_period_e period, time_t now);
 static ngx_int_t ngx_http_quota_gate_scopes(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 static ngx_int_t ngx_http_quota_gate_keys(ngx_http_request_t *r,
@@ -210,6 +195,7 @@ ngx_int_t
 ngx_http_quota_gate_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     ctx->estimate = ngx_http_quota_gate_estimate(r, ctx);
+    ctx->tokens = ngx_http_quota_body_tokens(ctx);
 
     if (ngx_http_quota_gate_keys(r, ctx) != NGX_OK
         || ngx_http_quota_limits_apply(r, ctx) != NGX_OK)
@@ -322,7 +308,8 @@ ngx_http_quota_gate_estimate(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     /* an estimate nobody can read must not make the request free */
 
-    micros = qlcf->fallback >= 0 ? qlcf->fallback : qlcf->max_limit;
+    micros = qlcf->fallback >= 0 ? qlcf->fallback
+                                 : qlcf->max_limit[QUOTA_UNIT_USD];
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "quota: estimate \"%V\" is not an amount, reserving %L",
@@ -392,6 +379,9 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         k->depth = rule[i].depth;
         k->period = rule[i].period;
+        k->unit = rule[i].unit;
+        k->zone = rule[i].zone;
+        k->estimate = ngx_http_quota_counted(ctx, k->unit, 0);
         k->limit = rule[i].limit;
         k->soft_limit = rule[i].soft_limit;
         k->burst = rule[i].burst;
@@ -400,7 +390,7 @@ ngx_http_quota_gate_keys(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k->prev_value = 0;
         k->sliding = rule[i].sliding;
 
-        w = ngx_http_quota_gate_window(&ctx->conf->meter, k->period,
+        w = ngx_http_quota_rule_window(&rule[i], &ctx->conf->meter,
                                        ctx->now);
         k->window_start = w->start;
         k->window_end = w->end;
@@ -451,39 +441,3 @@ ngx_http_quota_gate_name(ngx_http_request_t *r, ngx_str_t *prefix,
 
     return NGX_OK;
 }
-
-
-/* every key of a period shares its window until the clock moves on */
-
-static ngx_http_quota_window_t *
-ngx_http_quota_gate_window(ngx_str_t *meter, quota_period_e period,
-    time_t now)
-{
-    int64_t                   start, end;
-    ngx_http_quota_window_t  *w;
-
-    static ngx_http_quota_window_t  windows[QUOTA_PERIOD_COUNT];
-
-    w = &windows[period];
-
-    if (w->now != now || w->meter != meter->data) {
-        quota_period_window(period, now, &start, &end);
-
-        w->len = quota_key_tail(w->tail, meter->data, meter->len, period,
-                                start)
-                 - w->tail;
-        w->start = (time_t) start;
-        w->end = (time_t) end;
-
-        quota_period_window(period, start - 1, &start, &end);
-
-        w->prev_len = quota_key_tail(w->prev_tail, meter->data, meter->len,
-                                     period, start)
-                      - w->prev_tail;
-        w->now = now;
-        w->meter = meter->data;
-    }
-
-    return w;
-}
-

@@ -1,6 +1,6 @@
 /*
- * quota_limit: an amount per period of one scope, and its parameters
- * (sliding, soft, burst=); and, once a location's configuration is
+ * quota_limit: an amount (dollars, requests or tokens) per period of one
+ * scope, and its parameters (sliding, soft, burst=, tz=); and, once a location's configuration is
  * merged, its limits resolved into rules, one per counter, against the
  * scopes in force there.
  */
@@ -21,16 +21,18 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     int                      period;
     int64_t                  amount;
-    ngx_str_t               *value;
+    ngx_str_t               *value, name;
     ngx_uint_t               i;
+    quota_unit_e             unit, burst_unit;
+    ngx_http_quota_zone_t   *zone;
     ngx_http_quota_limit_t  *limit;
 
     value = cf->args->elts;
 
     if (cf->args->nelts < 4) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "quota_limit: expected SCOPE USD PERIOD "
-                           "[sliding] [soft] [burst=USD]");
+                           "quota_limit: expected SCOPE AMOUNT PERIOD "
+                           "[sliding] [soft] [burst=AMOUNT] [tz=Area/City]");
         return NGX_CONF_ERROR;
     }
 
@@ -41,13 +43,15 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (quota_money_parse((char *) value[2].data, value[2].len, &amount)
+    if (quota_unit_parse((char *) value[2].data, value[2].len, &unit,
+                         &amount)
         != 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "quota_limit: invalid amount \"%V\", expected US "
-                           "dollars such as 12.50 (at most 6 decimals)",
-                           &value[2]);
+                           "dollars such as 12.50 (at most 6 decimals), "
+                           "requests such as 60req or tokens such as "
+                           "2000000tok", &value[2]);
         return NGX_CONF_ERROR;
     }
 
@@ -75,10 +79,12 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     limit->scope = value[1];
     limit->limit = amount;
+    limit->unit = unit;
     limit->period = period;
     limit->sliding = 0;
     limit->soft = 0;
     limit->burst = -1;
+    limit->zone = NULL;
     ngx_http_quota_where(cf, &limit->where);
 
     for (i = 4; i < cf->args->nelts; i++) {
@@ -102,17 +108,44 @@ ngx_http_quota_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-            if (quota_money_parse((char *) value[i].data + 6,
-                                  value[i].len - 6, &limit->burst)
-                != 0)
+            if (quota_unit_parse((char *) value[i].data + 6,
+                                 value[i].len - 6, &burst_unit, &limit->burst)
+                != 0
+                || burst_unit != unit)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "quota_limit: invalid \"%V\", expected "
-                                   "burst=USD such as burst=2.50",
-                                   &value[i]);
+                                   "burst= in the limit's unit, such as "
+                                   "burst=%s", &value[i],
+                                   unit == QUOTA_UNIT_REQ ? "10req"
+                                   : unit == QUOTA_UNIT_TOK ? "50000tok"
+                                   : "2.50");
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tz=", 3) == 0) {
+            if (period != QUOTA_PERIOD_DAY && period != QUOTA_PERIOD_WEEK
+                && period != QUOTA_PERIOD_MONTH)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "quota_limit: \"tz=\" applies to day, "
+                                   "week and month limits, not to a %V",
+                                   &value[3]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.data = value[i].data + 3;
+            name.len = value[i].len - 3;
+
+            zone = ngx_http_quota_zone_load(cf, &name);
+            if (zone == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            limit->zone = zone->tz ? zone : NULL;
             continue;
         }
 
@@ -230,7 +263,7 @@ ngx_http_quota_limits_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
         return NGX_CONF_ERROR;
     }
 
-    qlcf->max_limit = 0;
+    ngx_memzero(qlcf->max_limit, sizeof(qlcf->max_limit));
 
     for (i = 0; i < qlcf->limits->nelts; i++) {
 
@@ -252,7 +285,23 @@ ngx_http_quota_limits_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
             return NGX_CONF_ERROR;
         }
 
-        qlcf->max_limit = ngx_max(qlcf->max_limit, limit[i].limit);
+        qlcf->max_limit[limit[i].unit] = ngx_max(qlcf->max_limit[limit[i].unit],
+                                                 limit[i].limit);
+
+        /* tokens are estimated from the request's JSON, as money is */
+
+        if (limit[i].unit == QUOTA_UNIT_TOK && !qlcf->estimate_auto
+            && qlcf->actual != NGX_HTTP_QUOTA_ACTUAL_USAGE)
+        {
+            ngx_http_quota_conf_error(cf, &limit[i].where,
+                                      "quota_limit in tokens needs "
+                                      "\"quota_estimate auto\" or "
+                                      "\"quota_actual usage\" for \"quota "
+                                      "%V\": the tokens come from the "
+                                      "request and the response",
+                                      &qlcf->meter);
+            return NGX_CONF_ERROR;
+        }
     }
 
     /* a sliding limit reads a second counter in the transaction */
@@ -296,8 +345,9 @@ ngx_http_quota_limits_resolve(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf)
 
 
 /*
- * A soft and a hard limit of one scope and period count the same spend:
- * they share one rule, so one counter; either may be written first.
+ * A soft and a hard limit of one scope, period, unit and zone count the
+ * same spend: they share one rule, so one counter; either may be written
+ * first.
  */
 
 static ngx_int_t
@@ -310,7 +360,9 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
     rule = qlcf->rules->elts;
 
     for (i = 0; i < qlcf->rules->nelts; i++) {
-        if (rule[i].depth == depth && rule[i].period == limit->period) {
+        if (rule[i].depth == depth && rule[i].period == limit->period
+            && rule[i].unit == limit->unit && rule[i].zone == limit->zone)
+        {
             break;
         }
     }
@@ -321,8 +373,15 @@ ngx_http_quota_rule_add(ngx_conf_t *cf, ngx_http_quota_loc_conf_t *qlcf,
             return NGX_ERROR;
         }
 
+        rule->window = ngx_pcalloc(cf->pool, sizeof(ngx_http_quota_window_t));
+        if (rule->window == NULL) {
+            return NGX_ERROR;
+        }
+
         rule->depth = depth;
         rule->period = limit->period;
+        rule->unit = limit->unit;
+        rule->zone = limit->zone;
         rule->limit = NGX_HTTP_QUOTA_NO_LIMIT;
         rule->soft_limit = -1;
         rule->burst = 0;

@@ -6,6 +6,10 @@
  * row are made in place; a removed row is marked, and its room comes back
  * with the next complete load.  The zone's lock is held for lookups and
  * changes, never while PostgreSQL is waited for.
+ *
+ * A row may give its scope id a time zone of its own: the zones rows
+ * name are read from tzdata by the loader, once each, into the zone's
+ * table, where every worker finds them; a row names its zone by index.
  */
 
 
@@ -23,6 +27,7 @@ typedef struct {
     uint32_t                      next;       /* offset; 0: end of chain */
     uint16_t                      len;
     u_char                        flags;
+    u_char                        zone;       /* 1 + index; 0: nginx's */
     u_char                        key[1];
 } ngx_http_quota_limit_entry_t;
 
@@ -40,6 +45,10 @@ typedef struct {
     ngx_http_quota_limits_set_t  *active;
     ngx_http_quota_limits_set_t  *building;
     ngx_uint_t                    build_id;
+
+    /* name and tz in the slab pool: the same address in every worker */
+    ngx_uint_t                    nzones;
+    ngx_http_quota_zone_t         zones[NGX_HTTP_QUOTA_LIMITS_ZONES];
 } ngx_http_quota_limits_sh_t;
 
 
@@ -150,7 +159,7 @@ ngx_http_quota_limits_count(ngx_shm_zone_t *zone)
 
 ngx_int_t
 ngx_http_quota_limits_lookup(ngx_shm_zone_t *zone, ngx_str_t *key,
-    int64_t *limit)
+    int64_t *limit, ngx_http_quota_zone_t **tz)
 {
     ngx_int_t                      rc;
     ngx_http_quota_limits_ctx_t   *ctx;
@@ -175,12 +184,113 @@ ngx_http_quota_limits_lookup(ngx_shm_zone_t *zone, ngx_str_t *key,
 
     } else {
         *limit = e->limit;
+        *tz = e->zone ? &ctx->sh->zones[e->zone - 1] : NULL;
         rc = NGX_OK;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return rc;
+}
+
+
+/*
+ * The table index of the zone a row names, read from tzdata the first
+ * time; 0 (logged) when no such zone can be read or the table is full.
+ * For the loader only, outside the lock: the read of a small file of the
+ * page cache is the one file access, never on a request's way.
+ */
+
+ngx_uint_t
+ngx_http_quota_limits_zone_id(ngx_shm_zone_t *zone, u_char *name,
+    size_t len, ngx_log_t *log)
+{
+    ngx_uint_t                    i;
+    quota_tz_t                   *tz;
+    ngx_http_quota_zone_t        *z;
+    ngx_http_quota_limits_ctx_t  *ctx;
+    char                          path[QUOTA_TZ_NAME_MAX + 1], err[256];
+
+    ctx = zone->data;
+
+    if (len == 0 || len > QUOTA_TZ_NAME_MAX
+        || !quota_tz_name_valid((char *) name, len))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "quota: quota.cost_quotas names time zone \"%*s\", "
+                      "which is no zone name: its limit keeps nginx's zone",
+                      len, name);
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < ctx->sh->nzones; i++) {
+        z = &ctx->sh->zones[i];
+
+        if (z->name.len == len && ngx_memcmp(z->name.data, name, len) == 0) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return i + 1;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    tz = ngx_alloc(sizeof(quota_tz_t), log);
+    if (tz == NULL) {
+        return 0;
+    }
+
+    ngx_memcpy(path, name, len);
+    path[len] = '\0';
+
+    if (quota_tz_load(path, tz, err, sizeof(err)) != 0) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "quota: quota.cost_quotas names unknown time zone "
+                      "\"%s\": %s; its limit keeps nginx's zone", path, err);
+        ngx_free(tz);
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    i = ctx->sh->nzones;
+    z = &ctx->sh->zones[i];
+
+    if (i == NGX_HTTP_QUOTA_LIMITS_ZONES
+        || (z->name.data = ngx_slab_alloc_locked(ctx->shpool, len)) == NULL
+        || (z->tz = ngx_slab_alloc_locked(ctx->shpool, sizeof(quota_tz_t)))
+           == NULL)
+    {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_free(tz);
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "quota: no room for time zone \"%s\" of "
+                      "quota.cost_quotas (at most %d zones): its limit "
+                      "keeps nginx's zone", path, NGX_HTTP_QUOTA_LIMITS_ZONES);
+        return 0;
+    }
+
+    ngx_memcpy(z->name.data, name, len);
+    z->name.len = len;
+
+    /* UTC all along is no zone: its limits keep the keys of UTC ones */
+
+    if (ngx_http_quota_zone_is_utc(tz)) {
+        ngx_slab_free_locked(ctx->shpool, z->tz);
+        z->tz = NULL;
+
+    } else {
+        ngx_memcpy(z->tz, tz, sizeof(quota_tz_t));
+    }
+
+    ctx->sh->nzones++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_free(tz);
+
+    return i + 1;
 }
 
 
@@ -194,6 +304,7 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     quota_scope_ref_t           *s;
     ngx_shm_zone_t              *zone;
     ngx_http_quota_key_t        *k;
+    ngx_http_quota_zone_t       *tz;
     ngx_http_quota_main_conf_t  *qmcf;
     size_t                       ends[NGX_HTTP_QUOTA_MAX_KEYS + 1];
 
@@ -244,22 +355,43 @@ ngx_http_quota_limits_apply(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         k = &ctx->keys[i];
         s = &ctx->path[k->depth - 1];
 
-        key.len = ngx_sprintf(key.data, "%V:%*s:%s:%*s", &ctx->conf->meter,
-                              s->name_len, s->name,
+        /* "llm:user:minute.req:acme/bob": quota.counter_period() */
+        key.len = ngx_sprintf(key.data, "%V:%*s:%s%s%s:%*s",
+                              &ctx->conf->meter, s->name_len, s->name,
                               quota_period_name(k->period),
+                              k->unit == QUOTA_UNIT_USD ? "" : ".",
+                              k->unit == QUOTA_UNIT_USD
+                              ? "" : quota_unit_name(k->unit),
                               ends[k->depth], ids)
                   - key.data;
 
         /* an override of a counter with only a soft limit is soft too */
 
+        tz = NULL;
+
         switch (ngx_http_quota_limits_lookup(zone, &key,
                                              k->limit == NGX_HTTP_QUOTA_NO_LIMIT
-                                             ? &k->soft_limit : &k->limit))
+                                             ? &k->soft_limit : &k->limit,
+                                             &tz))
         {
 
         case NGX_DONE:
             /* exempt: this counter is neither checked nor charged */
             continue;
+
+        case NGX_OK:
+            /* the scope id's own time zone; one that is UTC is none */
+
+            if (tz
+                && ngx_http_quota_key_zone(r, k, &qmcf->redis.prefix,
+                                           &ctx->conf->meter,
+                                           tz->tz ? tz : NULL, ctx->now)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            break;
 
         default:
             break;
@@ -431,7 +563,7 @@ ngx_http_quota_limits_building(ngx_shm_zone_t *zone, ngx_uint_t id)
 
 ngx_int_t
 ngx_http_quota_limits_put(ngx_http_quota_limits_set_t *set, u_char *key,
-    size_t len, int64_t limit, ngx_uint_t enabled)
+    size_t len, int64_t limit, ngx_uint_t enabled, ngx_uint_t zone)
 {
     size_t                         size;
     uint32_t                       hash, *bucket;
@@ -471,6 +603,7 @@ ngx_http_quota_limits_put(ngx_http_quota_limits_set_t *set, u_char *key,
 
     e->limit = limit;
     e->flags = enabled ? NGX_HTTP_QUOTA_LIMIT_ENABLED : 0;
+    e->zone = (u_char) zone;
 
     return NGX_OK;
 }

@@ -20,6 +20,9 @@
  */
 #define NGX_HTTP_QUOTA_LIMITS_ZONE  (64 * 1024 * 1024)
 
+/* time zones quota.cost_quotas rows may name, in all */
+#define NGX_HTTP_QUOTA_LIMITS_ZONES  64
+
 
 typedef struct ngx_http_quota_limits_set_s  ngx_http_quota_limits_set_t;
 
@@ -31,11 +34,15 @@ ngx_uint_t ngx_http_quota_limits_count(ngx_shm_zone_t *zone);
 
 /*
  * the override for key "meter:scope:period:scope_id": NGX_OK with *limit
- * set, NGX_DONE when the row exempts the scope id, NGX_DECLINED when
- * there is no row
+ * and *tz set (NULL: the limit's own zone), NGX_DONE when the row exempts
+ * the scope id, NGX_DECLINED when there is no row
  */
 ngx_int_t ngx_http_quota_limits_lookup(ngx_shm_zone_t *zone, ngx_str_t *key,
-    int64_t *limit);
+    int64_t *limit, ngx_http_quota_zone_t **tz);
+
+/* for the loader: a zone's index for put(), 0 if it cannot be had */
+ngx_uint_t ngx_http_quota_limits_zone_id(ngx_shm_zone_t *zone, u_char *name,
+    size_t len, ngx_log_t *log);
 
 /* applies the overrides to a request's keys; exempt keys are dropped */
 ngx_int_t ngx_http_quota_limits_apply(ngx_http_request_t *r,
@@ -72,11 +79,13 @@ ngx_http_quota_limits_set_t *ngx_http_quota_limits_building(
     ngx_shm_zone_t *zone, ngx_uint_t id);
 
 /*
- * under the lock: adds or changes a row (enabled 0: exempt);
+ * under the lock: adds or changes a row (enabled 0: exempt; zone: from
+ * ngx_http_quota_limits_zone_id(), 0 for nginx's);
  * NGX_DECLINED: the set is full; NGX_ERROR: the key is over 64K
  */
 ngx_int_t ngx_http_quota_limits_put(ngx_http_quota_limits_set_t *set,
-    u_char *key, size_t len, int64_t limit, ngx_uint_t enabled);
+    u_char *key, size_t len, int64_t limit, ngx_uint_t enabled,
+    ngx_uint_t zone);
 void ngx_http_quota_limits_delete(ngx_http_quota_limits_set_t *set,
     u_char *key, size_t len);
 ngx_uint_t ngx_http_quota_limits_rows(ngx_http_quota_limits_set_t *set);

@@ -132,7 +132,8 @@ ngx_http_quota_limits_loader_create(ngx_cycle_t *cycle,
 
     ngx_http_quota_pg_query_init(&ld->probe,
         "SELECT count(*), coalesce(sum(octet_length(resource_type)"
-        " + octet_length(scope) + octet_length(period)"
+        " + octet_length(scope)"
+        " + octet_length(quota.counter_period(period, unit))"
         " + octet_length(scope_id) + 3), 0),"
         " count(*) || ':' || (SELECT coalesce(max(id), 0)"
         " FROM quota.cost_quotas_log)"
@@ -140,8 +141,9 @@ ngx_http_quota_limits_loader_create(ngx_cycle_t *cycle,
         0, NGX_HTTP_QUOTA_LOADER_TIMEOUT, ngx_http_quota_loader_probed, ld);
 
     ngx_http_quota_pg_query_init(&ld->page,
-        "SELECT id, resource_type, scope, period, scope_id,"
-        " (limit_usd * 1000000)::bigint, enabled"
+        "SELECT id, resource_type, scope, quota.counter_period(period, unit),"
+        " scope_id, quota.limit_amount(unit, limit_usd, limit_count), enabled,"
+        " tz"
         " FROM quota.cost_quotas WHERE id > $1::bigint"
         " ORDER BY id LIMIT " NGX_HTTP_QUOTA_LOADER_PAGE,
         1, NGX_HTTP_QUOTA_LOADER_TIMEOUT, ngx_http_quota_loader_paged, ld);
@@ -395,13 +397,29 @@ ngx_http_quota_loader_apply(ngx_http_quota_limits_loader_t *ld,
     PGresult *res, int from, int to)
 {
     int                           i;
-    u_char                       *key;
+    u_char                       *key, *zones;
     size_t                        len;
     int64_t                       limit;
     ngx_int_t                     rc;
     ngx_http_quota_limits_set_t  *set;
 
     rc = NGX_OK;
+
+    /* the zones rows name are had before the lock: each may be a read */
+
+    zones = ngx_calloc(to - from + 1, ld->log);
+    if (zones == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = from; i < to && PQnfields(res) > 7; i++) {
+        if (!PQgetisnull(res, i, 7)) {
+            zones[i - from] = (u_char)
+                ngx_http_quota_limits_zone_id(ld->zone,
+                                              (u_char *) PQgetvalue(res, i, 7),
+                                              PQgetlength(res, i, 7), ld->log);
+        }
+    }
 
     ngx_http_quota_limits_lock(ld->zone);
 
@@ -422,7 +440,8 @@ ngx_http_quota_loader_apply(ngx_http_quota_limits_loader_t *ld,
         /* a key over 64K cannot be a scope path the gate looks up */
 
         if (ngx_http_quota_limits_put(set, key, len, limit,
-                                      PQgetvalue(res, i, 6)[0] == 't')
+                                      PQgetvalue(res, i, 6)[0] == 't',
+                                      zones[i - from])
             == NGX_DECLINED)
         {
             rc = NGX_DECLINED;
@@ -431,6 +450,8 @@ ngx_http_quota_loader_apply(ngx_http_quota_limits_loader_t *ld,
     }
 
     ngx_http_quota_limits_unlock(ld->zone);
+
+    ngx_free(zones);
 
     return set ? rc : NGX_DECLINED;
 }
@@ -579,9 +600,9 @@ ngx_http_quota_loader_notify(ngx_http_quota_pg_t *pg, void *data,
 {
     u_char                          *key;
     size_t                           len;
-    json_t                          *row, *limit;
+    json_t                          *row, *limit, *tz;
     ngx_int_t                        rc, brc;
-    ngx_uint_t                       enabled, deleted;
+    ngx_uint_t                       enabled, deleted, zone;
     ngx_http_quota_limits_set_t     *active, *building;
     ngx_http_quota_limits_loader_t  *ld = data;
 
@@ -601,6 +622,14 @@ ngx_http_quota_loader_notify(ngx_http_quota_pg_t *pg, void *data,
     limit = row ? json_object_get(row, "limit_micros") : NULL;
     deleted = json_is_true(json_object_get(row, "deleted"));
     enabled = json_is_true(json_object_get(row, "enabled"));
+
+    /* before the lock: a zone seen the first time is read from tzdata */
+    tz = row ? json_object_get(row, "tz") : NULL;
+    zone = json_is_string(tz)
+           ? ngx_http_quota_limits_zone_id(ld->zone,
+                                           (u_char *) json_string_value(tz),
+                                           json_string_length(tz), ld->log)
+           : 0;
 
     if (key == NULL || (!deleted && !json_is_integer(limit))) {
         json_decref(row);
@@ -629,13 +658,14 @@ ngx_http_quota_loader_notify(ngx_http_quota_pg_t *pg, void *data,
     } else {
         if (active) {
             rc = ngx_http_quota_limits_put(active, key, len,
-                                           json_integer_value(limit), enabled);
+                                           json_integer_value(limit), enabled,
+                                           zone);
         }
 
         if (building) {
             brc = ngx_http_quota_limits_put(building, key, len,
                                             json_integer_value(limit),
-                                            enabled);
+                                            enabled, zone);
         }
     }
 
@@ -669,18 +699,31 @@ ngx_http_quota_loader_reported(ngx_http_quota_pg_query_t *q, PGresult *res)
 }
 
 
-/* "meter:scope:period:scope_id", as the gate looks it up */
+/*
+ * "meter:scope:period:scope_id", as the gate looks it up; the period of
+ * a request or token limit says its unit ("minute.req")
+ */
 
 static u_char *
 ngx_http_quota_loader_key(ngx_http_quota_limits_loader_t *ld,
     const char *meter, const char *scope, const char *period, const char *id,
     size_t *len)
 {
-    size_t   need;
-    u_char  *p;
+    size_t   need, plen;
+    u_char  *p, *dot;
 
-    if (meter == NULL || scope == NULL || period == NULL || id == NULL
-        || quota_period_parse(period, ngx_strlen(period)) < 0)
+    if (meter == NULL || scope == NULL || period == NULL || id == NULL) {
+        return NULL;
+    }
+
+    plen = ngx_strlen(period);
+    dot = (u_char *) ngx_strlchr((u_char *) period, (u_char *) period + plen,
+                                 '.');
+
+    if (quota_period_parse(period, dot ? (size_t) (dot - (u_char *) period)
+                                       : plen) < 0
+        || (dot && ngx_strcmp(dot, ".req") != 0
+            && ngx_strcmp(dot, ".tok") != 0))
     {
         return NULL;
     }

@@ -9,13 +9,18 @@
 
 ngx_int_t
 ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
-    int64_t epoch, u_char *key, ngx_http_quota_incr_t *incr)
+    ngx_array_t *zones, int64_t epoch, u_char *key,
+    ngx_http_quota_incr_t *incr)
 {
-    u_char     *p, *last, *meter, *path;
-    size_t      n, mlen, plen;
-    time_t      start, end;
-    int64_t     amount;
-    ngx_int_t   period;
+    u_char                 *p, *last, *meter, *path;
+    char                   *unit_name, *tz_name;
+    size_t                  n, mlen, plen, tzlen;
+    time_t                  start, end;
+    int64_t                 amount;
+    ngx_int_t               period;
+    quota_unit_e            unit;
+    ngx_http_quota_zone_t  *zone;
+    char                    label[QUOTA_PERIOD_LABEL_MAX];
 
     period = quota_period_parse(PQgetvalue(res, row, col),
                                 PQgetlength(res, row, col));
@@ -34,9 +39,36 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
         return NGX_DONE;
     }
 
+    /* a ledger from before units and zones has usd and UTC windows only */
+
+    unit = QUOTA_UNIT_USD;
+    zone = NULL;
+    tzlen = 0;
+
+    if (PQnfields(res) > col + 7) {
+        unit_name = PQgetvalue(res, row, col + 6);
+        tz_name = PQgetvalue(res, row, col + 7);
+        tzlen = PQgetlength(res, row, col + 7);
+
+        if (quota_unit_by_name(unit_name, PQgetlength(res, row, col + 6),
+                               &unit)
+            != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        if (tzlen && ngx_strcmp(tz_name, "UTC") != 0) {
+            zone = ngx_http_quota_zone_find(zones, (u_char *) tz_name, tzlen);
+            if (zone == NULL) {
+                return NGX_DECLINED;
+            }
+        }
+    }
+
     if (period < 0 || start == NGX_ERROR || end == NGX_ERROR
         || amount == NGX_ERROR || !quota_key_name_valid(meter, mlen)
-        || prefix->len + 3 * plen + 2 + quota_key_tail_len(mlen)
+        || prefix->len + 3 * plen + 2
+           + quota_key_counter_tail_len(mlen, zone ? zone->name.len : 0)
            + QUOTA_EPOCH_SUFFIX_MAX > NGX_HTTP_QUOTA_OWED_KEY_MAX)
     {
         return NGX_DECLINED;
@@ -50,7 +82,11 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
         return NGX_DECLINED;
     }
 
-    p = quota_key_tail(p + n, meter, mlen, period, start);
+    p = quota_key_counter_tail(p + n, meter, mlen, period, unit,
+                               zone ? (char *) zone->name.data : NULL,
+                               zone ? zone->name.len : 0, label,
+                               quota_tz_label(zone ? zone->tz : NULL, period,
+                                              start, label));
     p = quota_epoch_suffix(p, epoch);
 
     incr->key.data = key;
@@ -63,8 +99,8 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
 
 
 void
-ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
-    ngx_log_t *log)
+ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
+    PGresult *res, ngx_log_t *log)
 {
     int                     i, rows;
     int64_t                 epoch, total;
@@ -87,7 +123,8 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
                           PQgetlength(res, i, 0));
 
         if (epoch <= 0
-            || ngx_http_quota_owed_incr(res, i, 1, prefix, epoch, key, &incr)
+            || ngx_http_quota_owed_incr(res, i, 1, prefix, zones, epoch, key,
+                                        &incr)
                != NGX_OK)
         {
             continue;
@@ -99,9 +136,9 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, PGresult *res,
 
     if (rows) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "quota: %L micro-dollars of ledger rows that arrived "
-                      "after their counters were restored added to %d "
-                      "counters", total, rows);
+                      "quota: %L (micro-dollars, requests and tokens) of "
+                      "ledger rows that arrived after their counters were "
+                      "restored added to %d counters", total, rows);
     }
 }
 
@@ -112,6 +149,7 @@ ngx_http_quota_owed_written(void *data, PGresult *res)
     ngx_http_quota_main_conf_t  *qmcf = data;
 
     if (qmcf->redis_store && PQntuples(res)) {
-        ngx_http_quota_owed_apply(qmcf->redis_store, res, ngx_cycle->log);
+        ngx_http_quota_owed_apply(qmcf->redis_store, qmcf->zones, res,
+                                  ngx_cycle->log);
     }
 }

@@ -25,7 +25,7 @@ static void ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx,
 static void ngx_http_quota_crowd(ngx_http_quota_ctx_t *ctx,
     quota_denial_t *d);
 static ngx_int_t ngx_http_quota_set_ratelimit(ngx_http_request_t *r,
-    ngx_http_quota_ctx_t *ctx, int64_t taken, time_t now);
+    ngx_http_quota_ctx_t *ctx, ngx_uint_t refused, time_t now);
 
 
 static ngx_str_t  ngx_http_quota_limit_header = ngx_string("X-Quota-Limit-Usd");
@@ -268,8 +268,9 @@ ngx_http_quota_denial(ngx_http_quota_ctx_t *ctx, quota_denial_t *d)
     d->depth = k->depth;
     d->limit = k->limit;
     d->burst = k->burst;
-    d->spent = k->value - ctx->estimate;
-    d->estimate = ctx->estimate;
+    d->spent = k->value - k->estimate;
+    d->estimate = k->estimate;
+    d->unit = k->unit;
     d->period = k->period;
     d->retry_after = ctx->retry_after;
     d->resets_at = k->reset;
@@ -356,9 +357,48 @@ ngx_http_quota_accept(ngx_http_request_t *r)
 
 
 /*
- * The X-Quota-* headers of one counter, the denying one or the one with
- * the least left, and the RateLimit headers of all.  A refused request
- * took nothing: its estimate is not counted as spent.
+ * The counter the X-Quota-*-Usd headers and $quota_remaining_usd speak
+ * of: the denying one if it counts money, else the money limit with the
+ * least left; NULL when no hard limit counts money.
+ */
+
+ngx_http_quota_key_t *
+ngx_http_quota_usd_key(ngx_http_quota_ctx_t *ctx, ngx_uint_t refused)
+{
+    int64_t                left, least;
+    ngx_uint_t             i;
+    ngx_http_quota_key_t  *k, *found;
+
+    if (refused && ctx->keys[ctx->denied].unit == QUOTA_UNIT_USD) {
+        return &ctx->keys[ctx->denied];
+    }
+
+    found = NULL;
+    least = 0;
+
+    for (i = 0; i < ctx->nkeys; i++) {
+        k = &ctx->keys[i];
+
+        if (k->unit != QUOTA_UNIT_USD || k->limit == NGX_HTTP_QUOTA_NO_LIMIT) {
+            continue;
+        }
+
+        left = k->limit - (k->value - (refused ? k->estimate : 0));
+
+        if (found == NULL || left < least) {
+            found = k;
+            least = left;
+        }
+    }
+
+    return found;
+}
+
+
+/*
+ * The X-Quota-* headers of one money counter, the denying one or the
+ * one with the least left, and the RateLimit headers of all.  A refused
+ * request took nothing: its estimate is not counted as spent.
  */
 
 ngx_int_t
@@ -366,13 +406,10 @@ ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
     ngx_uint_t refused)
 {
     time_t                 now;
-    int64_t                taken, spent;
+    int64_t                spent;
     ngx_http_quota_key_t  *k;
 
     now = ngx_time();
-    taken = refused ? ctx->estimate : 0;
-    k = &ctx->keys[refused ? ctx->denied : ctx->tightest];
-    spent = k->value - taken;
 
     if (ctx->soft_exceeded
         && ngx_http_quota_push_header(r, &ngx_http_quota_soft_header,
@@ -383,35 +420,35 @@ ngx_http_quota_set_headers(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (k->limit == NGX_HTTP_QUOTA_NO_LIMIT) {
-        /* only soft limits here: nothing any of them refuses */
-        return NGX_OK;
+    k = ngx_http_quota_usd_key(ctx, refused);
+
+    if (k) {
+        spent = k->value - (refused ? k->estimate : 0);
+
+        if (ngx_http_quota_push_number(r, &ngx_http_quota_limit_header,
+                                       k->limit, 1)
+            != NGX_OK
+            || ngx_http_quota_push_number(r, &ngx_http_quota_remaining_header,
+                                          ngx_max(k->limit - spent, 0), 1)
+               != NGX_OK
+            || ngx_http_quota_push_number(r, &ngx_http_quota_reset_header,
+                                          ngx_max(k->reset - now, 1), 0)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
-    if (ngx_http_quota_push_number(r, &ngx_http_quota_limit_header,
-                                   k->limit, 1)
-        != NGX_OK
-        || ngx_http_quota_push_number(r, &ngx_http_quota_remaining_header,
-                                      ngx_max(k->limit - spent, 0), 1)
-           != NGX_OK
-        || ngx_http_quota_push_number(r, &ngx_http_quota_reset_header,
-                                      ngx_max(k->reset - now, 1), 0)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_quota_set_ratelimit(r, ctx, taken, now);
+    return ngx_http_quota_set_ratelimit(r, ctx, refused, now);
 }
 
 
 static ngx_int_t
 ngx_http_quota_set_ratelimit(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
-    int64_t taken, time_t now)
+    ngx_uint_t refused, time_t now)
 {
     u_char                *p;
     size_t                 len;
-    int64_t                start, end;
     ngx_uint_t             i, n;
     quota_scope_ref_t     *s;
     ngx_http_quota_key_t  *k;
@@ -428,18 +465,24 @@ ngx_http_quota_set_ratelimit(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
             continue;
         }
 
-        /* the window that ends with this counter's, a month's own length */
-        quota_period_window(k->period, (int64_t) k->window_end - 1, &start,
-                            &end);
-
         items[n].scope = s->name;
         items[n].scope_len = s->name_len;
         items[n].period = k->period;
+        items[n].unit = k->unit;
         items[n].quota = k->limit;
-        items[n].window = end - start;
-        items[n].remaining = k->limit - (k->value - taken);
+
+        /* the window's own length: a month's, a local day of 23 hours */
+        items[n].window = k->window_end - k->window_start;
+        items[n].remaining = k->limit
+                             - (k->value - (refused ? k->estimate : 0));
         items[n].reset = ngx_max(k->window_end - now, 1);
+        items[n].cost = k->estimate;
         n++;
+    }
+
+    if (n == 0) {
+        /* only soft limits: nothing any of them refuses */
+        return NGX_OK;
     }
 
     len = quota_rl_policy(NULL, 0, items, n);

@@ -63,6 +63,8 @@ static void ngx_http_quota_reserve_wake(ngx_http_quota_ctx_t *ctx);
 static int64_t ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k,
     int64_t counter, ngx_time_t *tp);
 static int64_t ngx_http_quota_ceiling(ngx_http_quota_key_t *k);
+static ngx_uint_t ngx_http_quota_reserve_tighter(ngx_http_quota_key_t *a,
+    ngx_http_quota_key_t *b);
 static void ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx,
     ngx_http_quota_key_t *k, int64_t counter, ngx_time_t *tp);
 static void ngx_http_quota_give_back(ngx_http_quota_txn_t *txn,
@@ -311,7 +313,7 @@ ngx_http_quota_txn_create(ngx_http_quota_ctx_t *ctx,
         txn->incr[i].key.len = k->key.len;
         p = ngx_cpymem(p, k->key.data, k->key.len);
 
-        txn->incr[i].delta = ctx->estimate;
+        txn->incr[i].delta = k->estimate;
         txn->incr[i].expire_ms = ((int64_t) k->window_end
                                   + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
 
@@ -430,8 +432,8 @@ ngx_http_quota_reserve_binds(ngx_http_quota_ctx_t *ctx,
 {
     ngx_uint_t  hopeless, was_hopeless;
 
-    hopeless = ctx->estimate > ngx_http_quota_ceiling(k);
-    was_hopeless = ctx->estimate > ngx_http_quota_ceiling(denied);
+    hopeless = k->estimate > ngx_http_quota_ceiling(k);
+    was_hopeless = denied->estimate > ngx_http_quota_ceiling(denied);
 
     if (hopeless != was_hopeless) {
         return hopeless;
@@ -474,7 +476,7 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
         ceiling = ngx_http_quota_ceiling(k);
 
         if ((k->value > ceiling
-             || (ctx->estimate == 0 && k->value >= ceiling))
+             || (k->estimate == 0 && k->value >= ceiling))
             && (denied == NGX_HTTP_QUOTA_MAX_KEYS
                 || ngx_http_quota_reserve_binds(ctx, k,
                                                 &ctx->keys[denied])))
@@ -482,9 +484,7 @@ ngx_http_quota_reserve_decide(ngx_http_quota_ctx_t *ctx, int64_t *values)
             denied = i;
         }
 
-        if (k->limit - k->value
-            < ctx->keys[tightest].limit - ctx->keys[tightest].value)
-        {
+        if (ngx_http_quota_reserve_tighter(k, &ctx->keys[tightest])) {
             tightest = i;
         }
 
@@ -546,6 +546,26 @@ ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k, int64_t counter,
 }
 
 
+/*
+ * Whether a has less left than b, counted in requests like this one:
+ * limits of different units compare so, and of one unit, by what is left
+ */
+
+static ngx_uint_t
+ngx_http_quota_reserve_tighter(ngx_http_quota_key_t *a,
+    ngx_http_quota_key_t *b)
+{
+    __int128  l, r;
+
+    l = (__int128) ngx_max(a->limit - a->value, 0)
+        * ngx_max(b->estimate, 1);
+    r = (__int128) ngx_max(b->limit - b->value, 0)
+        * ngx_max(a->estimate, 1);
+
+    return l < r;
+}
+
+
 /* what a counter may reach: its limit and its burst */
 
 static int64_t
@@ -570,7 +590,7 @@ ngx_http_quota_reserve_slid(ngx_http_quota_ctx_t *ctx, ngx_http_quota_key_t *k,
     int64_t  wait;
 
     wait = quota_sliding_wait(k->limit, k->prev_value,
-                              counter - ctx->estimate, ctx->estimate,
+                              counter - k->estimate, k->estimate,
                               (int64_t) (k->window_end - k->window_start)
                               * 1000,
                               (int64_t) (tp->sec - k->window_start) * 1000

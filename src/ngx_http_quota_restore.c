@@ -36,6 +36,7 @@ typedef struct {
 struct ngx_http_quota_restore_s {
     ngx_http_quota_pg_t            *pg;
     ngx_http_quota_redis_t         *rd;
+    ngx_array_t                    *zones;       /* of the configuration */
     ngx_log_t                      *log;
 
     ngx_queue_t                     waiting;     /* jobs wanting a query */
@@ -59,7 +60,7 @@ static void ngx_http_quota_restore_end(ngx_http_quota_restore_job_t *job,
 
 ngx_http_quota_restore_t *
 ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
-    ngx_http_quota_redis_t *rd)
+    ngx_http_quota_redis_t *rd, ngx_array_t *zones)
 {
     ngx_http_quota_restore_t  *rs;
 
@@ -75,13 +76,15 @@ ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
     }
 
     rs->rd = rd;
+    rs->zones = zones;
     rs->log = cycle->log;
 
     ngx_queue_init(&rs->waiting);
 
     ngx_http_quota_pg_query_init(&rs->query,
                                  "SELECT period, window_start, window_end, "
-                                 "resource_type, scope_path, spend_micros "
+                                 "resource_type, scope_path, spend_micros, "
+                                 "unit, tz "
                                  "FROM quota.restore_windows($1, $2)", 2,
                                  NGX_HTTP_QUOTA_RESTORE_TIMEOUT,
                                  ngx_http_quota_restore_loaded, rs);
@@ -250,8 +253,8 @@ ngx_http_quota_restore_write(ngx_http_quota_restore_job_t *job,
 
     for (i = 0, k = 0; i < rows; i++) {
 
-        switch (ngx_http_quota_owed_incr(res, i, 0, prefix, epoch, keys[k],
-                                         &incr[k]))
+        switch (ngx_http_quota_owed_incr(res, i, 0, prefix, job->rs->zones,
+                                         epoch, keys[k], &incr[k]))
         {
         case NGX_OK:
             break;
@@ -259,7 +262,8 @@ ngx_http_quota_restore_write(ngx_http_quota_restore_job_t *job,
         case NGX_DECLINED:
             ngx_log_error(NGX_LOG_WARN, job->rs->log, 0,
                           "quota: ledger window of \"%s\" not restored: "
-                          "not a scope path this module writes",
+                          "not a scope path this module writes, or of a "
+                          "time zone no limit names any more",
                           PQgetvalue(res, i, 4));
             continue;
 

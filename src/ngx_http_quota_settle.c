@@ -28,7 +28,7 @@ static int64_t ngx_http_quota_reported(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
     ngx_msec_t *elapsed, ngx_uint_t *answered);
 static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
-    ngx_http_quota_ctx_t *ctx, int64_t actual);
+    ngx_http_quota_ctx_t *ctx);
 
 static void ngx_http_quota_settle_ledger(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
@@ -47,6 +47,7 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->costed = 1;
     ctx->actual = 0;
+    ctx->actual_tokens = 0;
     ctx->upstream_status = ngx_http_quota_upstream(r, &elapsed, &answered);
 
     if ((ctx->status != NGX_HTTP_QUOTA_STATUS_ALLOWED
@@ -54,6 +55,16 @@ ngx_http_quota_actual(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         || !answered)
     {
         return 0;
+    }
+
+    /* tokens as money: reported, else the estimate if served, else none */
+
+    if (ctx->usage && ctx->usage->usage.found) {
+        ctx->actual_tokens = ctx->usage->usage.prompt
+                             + ctx->usage->usage.completion;
+
+    } else if (ctx->upstream_status < NGX_HTTP_BAD_REQUEST) {
+        ctx->actual_tokens = ctx->tokens;
     }
 
     cost = ngx_http_quota_reported(r, ctx, elapsed);
@@ -126,7 +137,6 @@ ngx_http_quota_reported(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 void
 ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    int64_t                      actual;
     ngx_http_quota_main_conf_t  *qmcf;
 
     if (ctx->settled || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
@@ -135,12 +145,12 @@ ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
     ctx->settled = 1;
 
-    actual = ngx_http_quota_actual(r, ctx);
+    (void) ngx_http_quota_actual(r, ctx);
 
     if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED
         || ctx->status == NGX_HTTP_QUOTA_STATUS_FAIL_OPEN)
     {
-        ngx_http_quota_settle_redis(r, ctx, actual);
+        ngx_http_quota_settle_redis(r, ctx);
     }
 
     /* the request is no longer in flight, whatever became of it */
@@ -202,11 +212,10 @@ ngx_http_quota_upstream(ngx_http_request_t *r, ngx_msec_t *elapsed,
  */
 
 static void
-ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
-    int64_t actual)
+ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    int64_t                      epoch, current, delta;
-    ngx_uint_t                   i;
+    int64_t                      epoch, current;
+    ngx_uint_t                   i, n, allowed;
     ngx_http_quota_key_t        *k;
     ngx_http_quota_epoch_t      *e;
     ngx_http_quota_main_conf_t  *qmcf;
@@ -223,36 +232,36 @@ ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
                                                &ctx->path[0]);
 
     current = e ? ngx_http_quota_epoch_current(e) : 0;
+    allowed = (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED);
+    epoch = allowed ? ctx->epoch : current;
 
-    if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED) {
-        epoch = ctx->epoch;
-        delta = actual - ctx->estimate;
-
-    } else {
-        epoch = current;
-        delta = actual;
-    }
+    /* each counter in its unit: what was reserved there is corrected */
 
     for (i = 0; i < ctx->nkeys; i++) {
         k = &ctx->keys[i];
         k->key.len = k->base;
 
         incr[i].key = k->key;
-        incr[i].delta = delta;
+        incr[i].delta = ngx_http_quota_counted(ctx, k->unit, 1)
+                        - (allowed ? k->estimate : 0);
         incr[i].expire_ms = ((int64_t) k->window_end
                              + NGX_HTTP_QUOTA_KEY_GRACE) * 1000;
     }
 
     if (epoch == 0 || (current && current != epoch)) {
-        ctx->charged_epoch = ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED
-                             ? ctx->epoch : 0;
+        ctx->charged_epoch = allowed ? ctx->epoch : 0;
 
-        if (qmcf->pg_conninfo.len == 0 && actual && e) {
-            for (i = 0; i < ctx->nkeys; i++) {
-                incr[i].delta = actual;
+        if (qmcf->pg_conninfo.len == 0 && e) {
+            for (i = 0, n = 0; i < ctx->nkeys; i++) {
+                incr[n] = incr[i];
+                incr[n].delta = ngx_http_quota_counted(ctx, ctx->keys[i].unit,
+                                                      1);
+                n += (incr[n].delta != 0);
             }
 
-            ngx_http_quota_epoch_charge(e, incr, ctx->nkeys);
+            if (n) {
+                ngx_http_quota_epoch_charge(e, incr, n);
+            }
         }
 
         return;
@@ -260,19 +269,48 @@ ngx_http_quota_settle_redis(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
 
     ctx->charged_epoch = epoch;
 
-    if (delta == 0) {
+    for (i = 0, n = 0; i < ctx->nkeys; i++) {
+        if (incr[i].delta == 0) {
+            continue;
+        }
+
+        incr[n] = incr[i];
+        incr[n].key.len = quota_epoch_suffix(incr[n].key.data
+                                             + incr[n].key.len, epoch)
+                          - incr[n].key.data;
+        n++;
+    }
+
+    if (n == 0) {
         return;
     }
 
-    for (i = 0; i < ctx->nkeys; i++) {
-        incr[i].key.len = quota_epoch_suffix(incr[i].key.data
-                                             + incr[i].key.len, epoch)
-                          - incr[i].key.data;
-    }
-
-    ngx_http_quota_redis_write(qmcf->redis_store, incr, ctx->nkeys,
+    ngx_http_quota_redis_write(qmcf->redis_store, incr, n,
                                e ? ngx_http_quota_epoch_mark_get(e) : NULL,
                                epoch);
+}
+
+
+/*
+ * What the request counts on a limit of the unit: its estimate, or once
+ * settled (actual) its cost; a request counts 1 on a request limit.
+ */
+
+int64_t
+ngx_http_quota_counted(ngx_http_quota_ctx_t *ctx, quota_unit_e unit,
+    ngx_uint_t actual)
+{
+    switch (unit) {
+
+    case QUOTA_UNIT_REQ:
+        return 1;
+
+    case QUOTA_UNIT_TOK:
+        return actual ? ctx->actual_tokens : ctx->tokens;
+
+    default:
+        return actual ? ctx->actual : ctx->estimate;
+    }
 }
 
 
@@ -339,12 +377,22 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         row.cached_tokens = ctx->usage->usage.cached;
     }
 
+    row.tokens = -1;
+
     for (i = 0; i < ctx->nkeys; i++) {
         limits[i].depth = ctx->keys[i].depth;
         limits[i].period = ctx->keys[i].period;
+        limits[i].unit = ctx->keys[i].unit;
+        limits[i].tz = ctx->keys[i].zone
+                       ? (char *) ctx->keys[i].zone->name.data : NULL;
         limits[i].limit = ctx->keys[i].limit == NGX_HTTP_QUOTA_NO_LIMIT
                           ? -1 : ctx->keys[i].limit;
         limits[i].soft = ctx->keys[i].soft_limit;
+
+        /* what the token counters were charged, for the ledger to agree */
+        if (limits[i].unit == QUOTA_UNIT_TOK) {
+            row.tokens = ngx_http_quota_counted(ctx, QUOTA_UNIT_TOK, 1);
+        }
     }
 
     row.limits = limits;

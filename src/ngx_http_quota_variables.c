@@ -157,13 +157,16 @@ ngx_http_quota_money_variable(ngx_http_request_t *r,
 
         micros = ctx->actual;
 
-    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED && ctx->nkeys) {
-        k = &ctx->keys[ctx->tightest];
-        micros = ngx_max(k->limit - k->value, 0);
-
-    } else if (ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED) {
-        k = &ctx->keys[ctx->denied];
-        micros = ngx_max(k->limit - (k->value - ctx->estimate), 0);
+    } else if ((ctx->status == NGX_HTTP_QUOTA_STATUS_ALLOWED
+                || ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED)
+               && (k = ngx_http_quota_usd_key(ctx,
+                          ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED))
+                  != NULL)
+    {
+        /* a refused request's estimate was taken back */
+        micros = ctx->status == NGX_HTTP_QUOTA_STATUS_DENIED
+                 ? ngx_max(k->limit - (k->value - k->estimate), 0)
+                 : ngx_max(k->limit - k->value, 0);
 
     } else {
         v->not_found = 1;

@@ -300,6 +300,16 @@ quota_out_denied_scope(quota_out_t *o, const quota_denial_t *d)
 }
 
 
+/* "$50.00", "60 requests", "3,000 tokens" */
+static void
+quota_out_amount(quota_out_t *o, quota_unit_e unit, int64_t v)
+{
+    char  buf[QUOTA_UNIT_AMOUNT_LEN];
+
+    quota_out_bytes(o, buf, quota_unit_format(unit, v, buf));
+}
+
+
 static void
 quota_out_denial_message(quota_out_t *o, const void *arg)
 {
@@ -308,32 +318,34 @@ quota_out_denial_message(quota_out_t *o, const void *arg)
     quota_out_escaped(o, d->meter, d->meter_len);
 
     if (quota_denial_hopeless(d)) {
-        quota_out_str(o, " request estimated at $");
-        quota_out_money(o, d->estimate);
+        quota_out_str(o, " request estimated at ");
+        quota_out_amount(o, d->unit, d->estimate);
         quota_out_str(o, " is larger than the whole limit of ");
         quota_out_denied_scope(o, d);
-        quota_out_str(o, ", $");
-        quota_out_money(o, d->limit);
+        quota_out_str(o, ", ");
+        quota_out_amount(o, d->unit, d->limit);
         quota_out_str(o, " per ");
         quota_out_str(o, quota_period_name(d->period));
-        quota_out_str(o, ": waiting cannot help; lower max_tokens");
+        quota_out_str(o, d->unit == QUOTA_UNIT_REQ
+                         ? ": waiting cannot help"
+                         : ": waiting cannot help; lower max_tokens");
         return;
     }
 
     quota_out_str(o, " quota exceeded for ");
     quota_out_denied_scope(o, d);
-    quota_out_str(o, ": limit $");
-    quota_out_money(o, d->limit);
+    quota_out_str(o, ": limit ");
+    quota_out_amount(o, d->unit, d->limit);
     quota_out_str(o, " per ");
     quota_out_str(o, quota_period_name(d->period));
-    quota_out_str(o, ", spent $");
-    quota_out_money(o, d->spent);
-    quota_out_str(o, ", requested $");
-    quota_out_money(o, d->estimate);
+    quota_out_str(o, ", spent ");
+    quota_out_amount(o, d->unit, d->spent);
+    quota_out_str(o, ", requested ");
+    quota_out_amount(o, d->unit, d->estimate);
 }
 
 
-/* limit, spent, requested, remaining as money, under the names given */
+/* limit, spent, requested, remaining, under the names given */
 static void
 quota_out_denial_money(quota_out_t *o, const quota_denial_t *d,
     const char *const names[4])
@@ -348,7 +360,13 @@ quota_out_denial_money(quota_out_t *o, const quota_denial_t *d,
 
     for (i = 0; i < 4; i++) {
         quota_out_str(o, names[i]);
-        quota_out_money(o, v[i]);
+
+        if (d->unit == QUOTA_UNIT_USD) {
+            quota_out_money(o, v[i]);
+
+        } else {
+            quota_out_int(o, v[i]);
+        }
     }
 }
 
@@ -368,7 +386,11 @@ quota_out_denial_amounts(quota_out_t *o, const quota_denial_t *d)
         ",\"remainingUsd\":"
     };
 
-    quota_out_str(o, ",\"unit\":\"usd\",\"period\":\"");
+    /* the words of the concurrency refusal's "unit": "requests" */
+    quota_out_str(o, d->unit == QUOTA_UNIT_REQ ? ",\"unit\":\"requests\""
+                     : d->unit == QUOTA_UNIT_TOK ? ",\"unit\":\"tokens\""
+                     : ",\"unit\":\"usd\"");
+    quota_out_str(o, ",\"period\":\"");
     quota_out_str(o, quota_period_name(d->period));
     quota_out_bytes(o, "\"", 1);
     quota_out_denial_money(o, d, plain);
@@ -378,7 +400,10 @@ quota_out_denial_amounts(quota_out_t *o, const quota_denial_t *d)
     quota_out_time(o, d->resets_at);
     quota_out_str(o, "\",\"retryAfter\":");
     quota_out_int(o, d->retry_after);
-    quota_out_denial_money(o, d, usd);
+
+    if (d->unit == QUOTA_UNIT_USD) {
+        quota_out_denial_money(o, d, usd);
+    }
 }
 
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "quota_period.h"
+#include "quota_unit.h"
 
 
 /*
@@ -49,7 +50,7 @@ typedef struct {
     const quota_scope_ref_t  *path;
     size_t                    depth;
 
-    int64_t                   limit;        /* micro-dollars */
+    int64_t                   limit;        /* in unit */
     int64_t                   burst;        /* over it, this window: 0 */
     int64_t                   spent;        /* before this request */
     int64_t                   estimate;     /* this request */
@@ -57,6 +58,7 @@ typedef struct {
     int64_t                   retry_after;  /* seconds */
     int64_t                   resets_at;    /* Unix time of the reset */
     int64_t                   now;          /* Unix time of the refusal */
+    quota_unit_e              unit;         /* of limit, spent, estimate */
 } quota_denial_t;
 
 

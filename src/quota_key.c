@@ -90,14 +90,35 @@ quota_key_path_elt(unsigned char *dst, size_t depth,
 size_t
 quota_key_tail_len(size_t meter_len)
 {
-    return 1 + meter_len + 1 + sizeof("minute") - 1 + 1
-           + QUOTA_PERIOD_LABEL_MAX;
+    return quota_key_counter_tail_len(meter_len, 0);
 }
 
 
 unsigned char *
 quota_key_tail(unsigned char *dst, const unsigned char *meter,
     size_t meter_len, quota_period_e period, int64_t window_start)
+{
+    char  label[QUOTA_PERIOD_LABEL_MAX];
+
+    return quota_key_counter_tail(dst, meter, meter_len, period,
+                                  QUOTA_UNIT_USD, NULL, 0, label,
+                                  quota_period_label(period, window_start,
+                                                     label));
+}
+
+
+size_t
+quota_key_counter_tail_len(size_t meter_len, size_t zone_len)
+{
+    return 1 + meter_len + 1 + sizeof("minute.req") - 1 + 1 + zone_len + 1
+           + QUOTA_PERIOD_LABEL_MAX;
+}
+
+
+unsigned char *
+quota_key_counter_tail(unsigned char *dst, const unsigned char *meter,
+    size_t meter_len, quota_period_e period, quota_unit_e unit,
+    const char *zone, size_t zone_len, const char *label, size_t label_len)
 {
     const char  *name;
     size_t       len;
@@ -111,9 +132,27 @@ quota_key_tail(unsigned char *dst, const unsigned char *meter,
     len = strlen(name);
     memcpy(dst, name, len);
     dst += len;
-    *dst++ = ':';
 
-    return dst + quota_period_label(period, window_start, (char *) dst);
+    /* usd and UTC keep the names counters had before units and zones */
+
+    if (unit != QUOTA_UNIT_USD) {
+        *dst++ = '.';
+        name = quota_unit_name(unit);
+        len = strlen(name);
+        memcpy(dst, name, len);
+        dst += len;
+    }
+
+    if (zone_len) {
+        *dst++ = '@';
+        memcpy(dst, zone, zone_len);
+        dst += zone_len;
+    }
+
+    *dst++ = ':';
+    memcpy(dst, label, label_len);
+
+    return dst + label_len;
 }
 
 

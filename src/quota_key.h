@@ -4,6 +4,12 @@
  *
  *     <prefix>{tenant=acme}/user=bob:llm:day:2026-11-23
  *
+ * A limit that counts requests or tokens, or whose windows are local to
+ * a time zone, says so after its period, and its label is the local one:
+ *
+ *     <prefix>{tenant=acme}:llm:minute.req:2026-11-23T14:05
+ *     <prefix>{tenant=acme}:llm:day.tok@Asia/Tokyo:2026-11-24
+ *
  * The first scope sits in the Redis Cluster hash tag, so every key of a
  * request lands on one shard and one MULTI can hold them all.  Scope
  * values are percent-encoded: after encoding they hold none of
@@ -18,6 +24,7 @@
 #include <stdint.h>
 
 #include "quota_period.h"
+#include "quota_unit.h"
 
 
 /* longest scope value accepted, in bytes before escaping */
@@ -45,6 +52,17 @@ unsigned char *quota_key_path_elt(unsigned char *dst, size_t depth,
 size_t quota_key_tail_len(size_t meter_len);
 unsigned char *quota_key_tail(unsigned char *dst, const unsigned char *meter,
     size_t meter_len, quota_period_e period, int64_t window_start);
+
+/*
+ * the tail of any counter, ":meter:period[.unit][@zone]:label", with
+ * the window's label as the caller worked it out (local, for a zone);
+ * _len is an upper bound
+ */
+size_t quota_key_counter_tail_len(size_t meter_len, size_t zone_len);
+unsigned char *quota_key_counter_tail(unsigned char *dst,
+    const unsigned char *meter, size_t meter_len, quota_period_e period,
+    quota_unit_e unit, const char *zone, size_t zone_len, const char *label,
+    size_t label_len);
 
 /* a name usable for a scope or a meter: [A-Za-z0-9_-], 1..64 bytes */
 int quota_key_name_valid(const unsigned char *name, size_t len);

@@ -54,6 +54,12 @@ quota_rl_name(quota_out_t *o, const quota_rl_item_t *it)
 
     quota_out_bytes(o, "-", 1);
     quota_out_str(o, quota_period_name(it->period));
+
+    if (it->unit != QUOTA_UNIT_USD) {
+        quota_out_bytes(o, "-", 1);
+        quota_out_str(o, quota_unit_name(it->unit));
+    }
+
     quota_out_bytes(o, "\"", 1);
 }
 
@@ -81,20 +87,34 @@ quota_rl_policy(char *buf, size_t size, const quota_rl_item_t *items,
 }
 
 
+/* remaining / cost of a against b's, exactly: -1, 0 or 1 */
+static int
+quota_rl_compare(const quota_rl_item_t *a, const quota_rl_item_t *b)
+{
+    __int128  l, r;
+
+    l = (__int128) (a->remaining > 0 ? a->remaining : 0)
+        * (b->cost > 0 ? b->cost : 1);
+    r = (__int128) (b->remaining > 0 ? b->remaining : 0)
+        * (a->cost > 0 ? a->cost : 1);
+
+    return l < r ? -1 : l > r;
+}
+
+
 size_t
 quota_rl_least(const quota_rl_item_t *items, size_t n)
 {
-    size_t   i, least;
-    int64_t  r, lr;
+    int     c;
+    size_t  i, least;
 
     least = 0;
 
     for (i = 1; i < n; i++) {
-        r = items[i].remaining > 0 ? items[i].remaining : 0;
-        lr = items[least].remaining > 0 ? items[least].remaining : 0;
+        c = quota_rl_compare(&items[i], &items[least]);
 
         /* of two limits with as little left, the later reset binds */
-        if (r < lr || (r == lr && items[i].reset > items[least].reset)) {
+        if (c < 0 || (c == 0 && items[i].reset > items[least].reset)) {
             least = i;
         }
     }

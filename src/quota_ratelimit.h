@@ -2,7 +2,8 @@
  * The RateLimit-Policy and RateLimit headers of
  * draft-ietf-httpapi-ratelimit-headers, in Structured Fields syntax:
  * one policy per limit a request is checked against, named
- * "SCOPE-PERIOD", and the state of the one with the least left.  Pure C,
+ * "SCOPE-PERIOD" ("SCOPE-PERIOD-req" and "-tok" for limits that count
+ * requests or tokens), and the state of the one with the least left.  Pure C,
  * no nginx.
  *
  * The writers work like snprintf: they return the length the whole value
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "quota_period.h"
+#include "quota_unit.h"
 
 
 /* an sf-integer has at most 15 digits */
@@ -26,10 +28,12 @@ typedef struct {
     const unsigned char  *scope;
     size_t                scope_len;
     quota_period_e        period;
-    int64_t               quota;        /* micro-dollars */
+    quota_unit_e          unit;
+    int64_t               quota;        /* in unit */
     int64_t               window;       /* seconds */
-    int64_t               remaining;    /* micro-dollars, may be negative */
+    int64_t               remaining;    /* in unit, may be negative */
     int64_t               reset;        /* seconds */
+    int64_t               cost;         /* the request's, in unit; <= 0: 1 */
 } quota_rl_item_t;
 
 
@@ -38,8 +42,10 @@ size_t quota_rl_policy(char *buf, size_t size, const quota_rl_item_t *items,
     size_t n);
 
 /*
- * "user-day";r=1500000;t=30497 for the item with the least remaining,
- * of those the one that resets last; n must be at least 1
+ * "user-day";r=1500000;t=30497 for the item with the least left, of
+ * those the one that resets last; n must be at least 1.  Limits of
+ * different units are compared by how many requests of this one's cost
+ * they still hold: for limits of one unit, the least remaining.
  */
 size_t quota_rl_state(char *buf, size_t size, const quota_rl_item_t *items,
     size_t n);

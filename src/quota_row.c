@@ -96,13 +96,13 @@ quota_row_int(quota_out_t *o, const char *name, int64_t v, int null)
  * The bound: a JSON string byte takes at most 6 ("\u00XX", or "\ufffd" for
  * a byte of invalid UTF-8), a display byte at most 3 ("%XX"; '"' and '\\'
  * take 2), a number at most 20; QUOTA_ROW_FIXED covers the names and
- * punctuation with the numbers and the decision (441 bytes at most),
+ * punctuation with the numbers and the decision (470 bytes at most),
  * QUOTA_ROW_LIMIT one entry of "limits" with its numbers, QUOTA_ROW_ALERT
  * one threshold of "alerts" ("65535,").
  */
 
 #define QUOTA_ROW_FIXED  512
-#define QUOTA_ROW_LIMIT  192
+#define QUOTA_ROW_LIMIT  256
 #define QUOTA_ROW_ALERT  6
 
 
@@ -118,6 +118,20 @@ quota_row_limit_entry(quota_out_t *o, const quota_row_limit_t *l,
     quota_out_int(o, l->depth);
     quota_out_str(o, ",\"period\":\"");
     quota_out_str(o, quota_period_name(l->period));
+
+    /* usd and UTC go without saying: rows written before units read so */
+
+    if (l->unit != QUOTA_UNIT_USD) {
+        quota_out_str(o, "\",\"unit\":\"");
+        quota_out_str(o, quota_unit_name(l->unit));
+    }
+
+    if (l->tz) {
+        /* a zone name is [A-Za-z0-9/_+-]: nothing to escape */
+        quota_out_str(o, "\",\"tz\":\"");
+        quota_out_str(o, l->tz);
+    }
+
     quota_out_str(o, "\",\"limit_micros\":");
     quota_out_int(o, limit);
     quota_out_str(o, soft ? ",\"soft\":true}" : "}");
@@ -137,6 +151,14 @@ quota_row_json_max(const quota_row_t *row)
 
     for (i = 0; i < row->nscopes; i++) {
         n += row->scopes[i].name_len + 4 + 3 * row->scopes[i].value_len + 4;
+    }
+
+    /* a counter's zone is written in its hard and its soft entry */
+
+    for (i = 0; i < row->nlimits; i++) {
+        if (row->limits[i].tz) {
+            n += 2 * strlen(row->limits[i].tz);
+        }
     }
 
     return n;
@@ -188,6 +210,11 @@ quota_row_json(char *buf, size_t size, const quota_row_t *row)
                   row->completion_tokens < 0);
     quota_row_int(&o, ",\"cached_tokens\":", row->cached_tokens,
                   row->cached_tokens < 0);
+
+    if (row->tokens >= 0) {
+        quota_row_int(&o, ",\"tokens\":", row->tokens, 0);
+    }
+
     quota_row_int(&o, ",\"epoch\":", row->epoch, row->epoch == 0);
 
     quota_out_str(&o, ",\"limits\":[");

@@ -12,6 +12,7 @@
 
 #include "quota_json.h"
 #include "quota_period.h"
+#include "quota_unit.h"
 
 
 /*
@@ -21,8 +22,10 @@
 typedef struct {
     unsigned              depth;          /* 1: the first scope */
     quota_period_e        period;
-    int64_t               limit;          /* micro-dollars, -1: none */
-    int64_t               soft;           /* micro-dollars, -1: none */
+    int64_t               limit;          /* in its unit, -1: none */
+    int64_t               soft;           /* in its unit, -1: none */
+    quota_unit_e          unit;           /* "unit", left out for usd */
+    const char           *tz;             /* zone name, NULL: UTC */
 } quota_row_limit_t;
 
 
@@ -49,6 +52,8 @@ typedef struct {
     int64_t                   prompt_tokens;  /* < 0: unknown */
     int64_t                   completion_tokens;
     int64_t                   cached_tokens;
+    int64_t                   tokens;         /* charged to token limits,
+                                                 < 0: none counts them */
 
     const quota_row_limit_t  *limits;
     size_t                    nlimits;

@@ -61,6 +61,22 @@ quota_unit_name(quota_unit_e unit)
 }
 
 
+int
+quota_unit_by_name(const char *s, size_t len, quota_unit_e *unit)
+{
+    int  u;
+
+    for (u = 0; u < QUOTA_UNIT_COUNT; u++) {
+        if (len == 3 && memcmp(s, quota_unit_names[u], 3) == 0) {
+            *unit = (quota_unit_e) u;
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
 /* v >= 0 with commas between groups of three digits */
 static size_t
 quota_unit_grouped(uint64_t v, char *buf)

@@ -39,6 +39,9 @@ int quota_unit_parse(const char *s, size_t len, quota_unit_e *unit,
 /* "usd", "req", "tok" */
 const char *quota_unit_name(quota_unit_e unit);
 
+/* the unit quota_unit_name() names s: 0, or -1 for none */
+int quota_unit_by_name(const char *s, size_t len, quota_unit_e *unit);
+
 /*
  * "$50.00", "1 request", "60 requests", "3,000 tokens"; returns the
  * length, buf holds at least QUOTA_UNIT_AMOUNT_LEN bytes and is

@@ -93,7 +93,8 @@ subtest 'one request larger than the limit fits in the burst' => sub {
 subtest 'nginx -t' => sub {
     for my $case (['3 day soft burst=1', qr/"burst=" does not apply to a soft limit/],
                   ['3 minute sliding burst=1', qr/"burst=" does not apply to a sliding limit/],
-                  ['3 day burst=lots', qr/invalid "burst=lots", expected burst=USD/]) {
+                  ['3 day burst=lots', qr/invalid "burst=lots", expected burst= in the limit's unit, such as burst=2\.50/],
+                  ['10req minute burst=2', qr/invalid "burst=2", expected burst= in the limit's unit, such as burst=10req/]) {
         my ($args, $like) = @$case;
         my ($rc, $out) = nginx_test_config(http_config => $HTTP,
                                            config => $loc->('x', 1, $args));

@@ -56,9 +56,9 @@ scope(const char *name, const void *value, size_t value_len)
 
 
 static const quota_row_limit_t  contract_limits[] = {
-    { 1, QUOTA_PERIOD_DAY, 50000000, -1 },
-    { 2, QUOTA_PERIOD_DAY, 5000000, -1 },
-    { 1, QUOTA_PERIOD_MONTH, 1000000000, -1 },
+    { 1, QUOTA_PERIOD_DAY, 50000000, -1, QUOTA_UNIT_USD, NULL },
+    { 2, QUOTA_PERIOD_DAY, 5000000, -1, QUOTA_UNIT_USD, NULL },
+    { 1, QUOTA_PERIOD_MONTH, 1000000000, -1, QUOTA_UNIT_USD, NULL },
 };
 
 
@@ -92,6 +92,7 @@ contract(const quota_scope_ref_t *scopes, size_t nscopes)
     r.prompt_tokens = -1;
     r.completion_tokens = -1;
     r.cached_tokens = -1;
+    r.tokens = -1;
     r.limits = contract_limits;
     r.nlimits = 3;
     r.alerts = contract_alerts;

@@ -85,6 +85,76 @@ test_denial_product_example_bytes(void **state)
 }
 
 
+/* a request or token limit speaks its unit, and has no *Usd twins */
+static void
+test_denial_in_requests_and_tokens(void **state)
+{
+    quota_scope_ref_t   path[2];
+    quota_denial_t      d;
+    json_t             *j, *q;
+    char               *body;
+    size_t              len;
+
+    (void) state;
+
+    path[0] = scope("tenant", "acme", 4);
+    path[1] = scope("user", "bob", 3);
+    d = product_denial(path, 2);
+    d.unit = QUOTA_UNIT_REQ;
+    d.period = QUOTA_PERIOD_MINUTE;
+    d.limit = 3;
+    d.spent = 3;
+    d.estimate = 1;
+    d.retry_after = 20;
+    d.resets_at = d.now + 20;
+    body = denial(&d, &len);
+    j = load(body, len, 0);
+
+    check_str(j, "message", "llm quota exceeded for user bob of tenant acme:"
+              " limit 3 requests per minute, spent 3 requests, requested "
+              "1 request");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
+    assert_int_equal(json_object_size(q), 13);
+    check_str(q, "unit", "requests");
+    check_integer(q, "limit", 3);
+    check_integer(q, "spent", 3);
+    check_integer(q, "requested", 1);
+    check_integer(q, "remaining", 0);
+    check_real(q, "utilizationPercent", 100.0);
+    assert_null(json_object_get(q, "limitUsd"));
+    json_decref(j);
+    free(body);
+
+    d.unit = QUOTA_UNIT_TOK;
+    d.period = QUOTA_PERIOD_DAY;
+    d.limit = 3000;
+    d.spent = 2500;
+    d.estimate = 1200;
+    body = denial(&d, &len);
+    j = load(body, len, 0);
+
+    check_str(j, "message", "llm quota exceeded for user bob of tenant acme:"
+              " limit 3,000 tokens per day, spent 2,500 tokens, requested "
+              "1,200 tokens");
+    q = envelope(j, "rate_limit_error", "quota_exceeded");
+    check_str(q, "unit", "tokens");
+    check_integer(q, "remaining", 500);
+    json_decref(j);
+    free(body);
+
+    /* more tokens than the whole limit: lower max_tokens */
+    d.estimate = 5000;
+    body = denial(&d, &len);
+    j = load(body, len, 0);
+    check_str(j, "message", "llm request estimated at 5,000 tokens is larger"
+              " than the whole limit of user bob of tenant acme, 3,000 "
+              "tokens per day: waiting cannot help; lower max_tokens");
+    envelope(j, "rate_limit_error", "estimate_exceeds_limit");
+    json_decref(j);
+    free(body);
+}
+
+
 static void
 test_denial_nested_scope_names_its_parent(void **state)
 {
@@ -502,6 +572,7 @@ main(void)
         cmocka_unit_test(test_denial_estimate_exceeds_limit),
         cmocka_unit_test(test_denial_retry_useless_past_a_minute),
         cmocka_unit_test(test_resets_at_iso_8601),
+        cmocka_unit_test(test_denial_in_requests_and_tokens),
         cmocka_unit_test(test_percent_examples),
         cmocka_unit_test(test_percent_zero_or_negative_limit_is_full),
         cmocka_unit_test(test_percent_clamps_extreme_spend),

@@ -140,6 +140,40 @@ test_tail_for_every_period(void **state)
 }
 
 
+#define check_counter_tail(p, unit, zone, label, want)                       \
+    do {                                                                     \
+        unsigned char  b_[128], *e_;                                         \
+        size_t         zl_ = strlen(zone);                                    \
+                                                                             \
+        e_ = quota_key_counter_tail(b_, U("llm"), 3, (p), (unit), (zone),    \
+                                    zl_, (label), strlen(label));            \
+        assert_int_equal((size_t) (e_ - b_), strlen(want));                  \
+        assert_memory_equal(b_, (want), strlen(want));                       \
+        assert_true((size_t) (e_ - b_)                                       \
+                    <= quota_key_counter_tail_len(3, zl_));                  \
+    } while (0)
+
+
+/* usd in UTC is named as before units; the others say what they count */
+static void
+test_tail_with_units_and_zones(void **state)
+{
+    (void) state;
+
+    check_counter_tail(QUOTA_PERIOD_DAY, QUOTA_UNIT_USD, "", "2026-11-23",
+                       ":llm:day:2026-11-23");
+    check_counter_tail(QUOTA_PERIOD_MINUTE, QUOTA_UNIT_REQ, "",
+                       "2026-11-23T14:05", ":llm:minute.req:2026-11-23T14:05");
+    check_counter_tail(QUOTA_PERIOD_DAY, QUOTA_UNIT_TOK, "Asia/Tokyo",
+                       "2026-11-24", ":llm:day.tok@Asia/Tokyo:2026-11-24");
+    check_counter_tail(QUOTA_PERIOD_MONTH, QUOTA_UNIT_USD,
+                       "America/Argentina/ComodRivadavia", "2026-11",
+                       ":llm:month@America/Argentina/ComodRivadavia:2026-11");
+    check_counter_tail(QUOTA_PERIOD_HOUR, QUOTA_UNIT_TOK, "",
+                       "2026-11-23T14", ":llm:hour.tok:2026-11-23T14");
+}
+
+
 static void
 test_tail_len_is_an_upper_bound(void **state)
 {
@@ -356,6 +390,7 @@ main(void)
         cmocka_unit_test(test_path_element_escapes_its_value),
         cmocka_unit_test(test_path_element_len_is_exact),
         cmocka_unit_test(test_tail_for_every_period),
+        cmocka_unit_test(test_tail_with_units_and_zones),
         cmocka_unit_test(test_tail_len_is_an_upper_bound),
         cmocka_unit_test(test_full_key_assembly),
         cmocka_unit_test(test_distinct_scope_paths_give_distinct_keys),

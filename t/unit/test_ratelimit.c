@@ -34,9 +34,12 @@ item(const char *scope, quota_period_e period, int64_t q, int64_t w,
     it.window = w;
     it.remaining = r;
     it.reset = t;
+    it.unit = QUOTA_UNIT_USD;
+    it.cost = 1;
 
     return it;
 }
+
 
 
 typedef size_t (*rl_writer_pt)(char *buf, size_t size,
@@ -174,6 +177,40 @@ test_state_names_the_least_left(void **state)
 }
 
 
+/*
+ * Limits of three units: named with their unit, and the one with the
+ * fewest requests like this one left is the state's
+ */
+static void
+test_units_named_and_compared_by_requests_left(void **state)
+{
+    quota_rl_item_t  items[3];
+
+    (void) state;
+
+    /* $1.50 left at $0.50 a request: 3; 2 requests; 9,000 tokens: 9 */
+    items[0] = item("tenant", QUOTA_PERIOD_DAY, 50000000, 86400, 1500000,
+                    100);
+    items[0].cost = 500000;
+    items[1] = item("user", QUOTA_PERIOD_MINUTE, 60, 60, 2, 20);
+    items[1].unit = QUOTA_UNIT_REQ;
+    items[2] = item("user", QUOTA_PERIOD_DAY, 2000000, 86400, 9000, 100);
+    items[2].unit = QUOTA_UNIT_TOK;
+    items[2].cost = 1000;
+
+    check_value(quota_rl_policy, items, 3,
+                "\"tenant-day\";q=50000000;w=86400, "
+                "\"user-minute-req\";q=60;w=60, "
+                "\"user-day-tok\";q=2000000;w=86400");
+    check_value(quota_rl_state, items, 3, "\"user-minute-req\";r=2;t=20");
+
+    /* no cost: counted as 1 of the unit, so plenty left */
+    items[1].remaining = 5;
+    items[2].cost = 0;
+    check_value(quota_rl_state, items, 3, "\"tenant-day\";r=1500000;t=100");
+}
+
+
 int
 main(void)
 {
@@ -183,6 +220,7 @@ main(void)
         cmocka_unit_test(test_names_are_escaped_sf_strings),
         cmocka_unit_test(test_amounts_never_negative_nor_too_long),
         cmocka_unit_test(test_state_names_the_least_left),
+        cmocka_unit_test(test_units_named_and_compared_by_requests_left),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

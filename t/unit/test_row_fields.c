@@ -205,6 +205,8 @@ test_values_instead_of_nulls(void **state)
         limits[i].period = (quota_period_e) i;
         limits[i].limit = (int64_t) (i + 1) * 1000000000LL + 7;
         limits[i].soft = -1;
+        limits[i].unit = QUOTA_UNIT_USD;
+        limits[i].tz = NULL;
     }
 
     r = contract(scopes, 3);
@@ -406,8 +408,8 @@ test_soft_limits(void **state)
     quota_row_t         r;
     quota_scope_ref_t   scopes[1];
     quota_row_limit_t   limits[2] = {
-        { 1, QUOTA_PERIOD_DAY, 50000000, 40000000 },
-        { 1, QUOTA_PERIOD_MONTH, -1, 900000000 },
+        { 1, QUOTA_PERIOD_DAY, 50000000, 40000000, QUOTA_UNIT_USD, NULL },
+        { 1, QUOTA_PERIOD_MONTH, -1, 900000000, QUOTA_UNIT_USD, NULL },
     };
 
     (void) state;
@@ -428,6 +430,55 @@ test_soft_limits(void **state)
         "{\"depth\":1,\"period\":\"day\",\"limit_micros\":40000000,"
         "\"soft\":true},"
         "{\"depth\":1,\"period\":\"month\",\"limit_micros\":900000000,"
+        "\"soft\":true}],\"alerts\":[80,90,100]}");
+
+    free(buf);
+}
+
+
+/* request and token limits say their unit, local ones their zone */
+static void
+test_units_and_zones(void **state)
+{
+    char               *buf, *at;
+    size_t              n;
+    quota_row_t         r;
+    quota_scope_ref_t   scopes[2];
+    quota_row_limit_t   limits[3] = {
+        { 1, QUOTA_PERIOD_DAY, 50000000, -1, QUOTA_UNIT_USD,
+          "America/New_York" },
+        { 2, QUOTA_PERIOD_MINUTE, 60, -1, QUOTA_UNIT_REQ, NULL },
+        { 2, QUOTA_PERIOD_DAY, 2000000, 1500000, QUOTA_UNIT_TOK,
+          "Asia/Tokyo" },
+    };
+
+    (void) state;
+
+    scopes[0] = scope("tenant", "acme", 4);
+    scopes[1] = scope("user", "bob", 3);
+    r = contract(scopes, 2);
+    r.limits = limits;
+    r.nlimits = 3;
+    r.tokens = 1545;
+
+    buf = row_json(&r, &n);
+    assert_true(n <= quota_row_json_max(&r));
+    json_decref(load(buf, n));
+
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, ",\"tokens\":1545,\"epoch\":null,"));
+
+    at = strstr(buf, "\"limits\":");
+    assert_non_null(at);
+    assert_string_equal(at, "\"limits\":["
+        "{\"depth\":1,\"period\":\"day\",\"tz\":\"America/New_York\","
+        "\"limit_micros\":50000000},"
+        "{\"depth\":2,\"period\":\"minute\",\"unit\":\"req\","
+        "\"limit_micros\":60},"
+        "{\"depth\":2,\"period\":\"day\",\"unit\":\"tok\","
+        "\"tz\":\"Asia/Tokyo\",\"limit_micros\":2000000},"
+        "{\"depth\":2,\"period\":\"day\",\"unit\":\"tok\","
+        "\"tz\":\"Asia/Tokyo\",\"limit_micros\":1500000,"
         "\"soft\":true}],\"alerts\":[80,90,100]}");
 
     free(buf);
@@ -462,6 +513,8 @@ test_bound_holds_for_the_widest_rows(void **state)
             limits[i].period = QUOTA_PERIOD_MINUTE;
             limits[i].limit = INT64_MAX;
             limits[i].soft = INT64_MAX;
+            limits[i].unit = QUOTA_UNIT_TOK;
+            limits[i].tz = "America/Argentina/ComodRivadavia";
             alerts[i] = UINT16_MAX;
         }
 
@@ -482,6 +535,7 @@ test_bound_holds_for_the_widest_rows(void **state)
         r.prompt_tokens = INT64_MAX;
         r.completion_tokens = INT64_MAX;
         r.cached_tokens = INT64_MAX;
+        r.tokens = INT64_MAX;
         r.epoch = INT64_MIN;
         r.limits = limits;
         r.nlimits = 16;
@@ -568,11 +622,12 @@ test_alerts(void **state)
     r.prompt_tokens = INT64_MAX;
     r.completion_tokens = INT64_MAX;
     r.cached_tokens = INT64_MAX;
+    r.tokens = INT64_MAX;
     r.epoch = INT64_MIN;
 
     fixed = quota_row_json(NULL, 0, &r);
     max = quota_row_json_max(&r);
-    assert_int_equal(fixed, 441);
+    assert_int_equal(fixed, 470);
     assert_true(fixed <= max);
 
     for (i = 0; i < 8; i++) {
@@ -648,6 +703,7 @@ main(void)
         cmocka_unit_test(test_every_decision_and_no_scopes),
         cmocka_unit_test(test_odd_strings_stay_valid_json),
         cmocka_unit_test(test_soft_limits),
+        cmocka_unit_test(test_units_and_zones),
         cmocka_unit_test(test_bound_holds_for_the_widest_rows),
         cmocka_unit_test(test_alerts),
         cmocka_unit_test(test_null_zero_gives_length_and_no_overrun),

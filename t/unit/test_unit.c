@@ -116,6 +116,27 @@ test_format(void **state)
 }
 
 
+/* the names the ledger and keys use read back to their units */
+static void
+test_by_name(void **state)
+{
+    quota_unit_e  u;
+
+    (void) state;
+
+    assert_int_equal(quota_unit_by_name("usd", 3, &u), 0);
+    assert_int_equal(u, QUOTA_UNIT_USD);
+    assert_int_equal(quota_unit_by_name("req", 3, &u), 0);
+    assert_int_equal(u, QUOTA_UNIT_REQ);
+    assert_int_equal(quota_unit_by_name("tok", 3, &u), 0);
+    assert_int_equal(u, QUOTA_UNIT_TOK);
+    assert_int_equal(quota_unit_by_name("to", 2, &u), -1);
+    assert_int_equal(quota_unit_by_name("toks", 4, &u), -1);
+    assert_int_equal(quota_unit_by_name("USD", 3, &u), -1);
+    assert_int_equal(quota_unit_by_name("", 0, &u), -1);
+}
+
+
 int
 main(void)
 {
@@ -123,6 +144,7 @@ main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_parse_refused),
         cmocka_unit_test(test_format),
+        cmocka_unit_test(test_by_name),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

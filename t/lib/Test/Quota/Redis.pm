@@ -46,7 +46,11 @@ dropped then.
 UTC window label: minute C<YYYY-MM-DDTHH:MM>, hour C<YYYY-MM-DDTHH>, day
 C<YYYY-MM-DD>, week the date of its Monday, month C<YYYY-MM>.
 
-=item quota_key(prefix => 'quota:', scopes => [tenant => 'acme', user => 'bob'], meter => 'llm', period => 'day', time => time, label => undef, epoch => undef)
+=item quota_key(prefix => 'quota:', scopes => [tenant => 'acme', user => 'bob'], meter => 'llm', period => 'day', time => time, label => undef, epoch => undef, unit => undef, tz => undef)
+
+C<unit> ('req', 'tok') and C<tz> ('Asia/Tokyo') name the counters of
+request and token limits and of local windows, the label then the local
+date of C<time> in that zone.
 
 C<quota:{tenant=acme}/user=bob:llm:day:2026-11-23:e*>: scope values are
 percent-encoded (every byte outside C<[A-Za-z0-9-_.~@]> becomes C<%XX>).
@@ -278,6 +282,19 @@ sub period_label {
     return strftime($format, gmtime $t);
 }
 
+# seconds east of UTC in zone $tz at Unix time $t, from the system's tzdata
+sub _utc_offset {
+    my ($tz, $t) = @_;
+    require Time::Local;
+    my @lt = do {
+        local $ENV{TZ} = $tz;
+        POSIX::tzset();
+        localtime $t;
+    };
+    POSIX::tzset();
+    return Time::Local::timegm(@lt[0 .. 4], $lt[5] + 1900) - $t;
+}
+
 sub _key_escape {
     my $value = shift;
     utf8::encode($value) if utf8::is_utf8($value);
@@ -296,9 +313,13 @@ sub quota_key {
         my $elt = "$scopes[$i]=" . _key_escape($scopes[$i + 1]);
         $key .= $i == 0 ? "{$elt}" : "/$elt";
     }
-    my $label = $a{label} // period_label($a{period}, $a{time} // time);
+    my $t = $a{time} // time;
+    $t += _utc_offset($a{tz}, floor($t)) if $a{tz};
+    my $label = $a{label} // period_label($a{period}, $t);
     my $epoch = $a{epoch} // '*';
-    return "$key:$a{meter}:$a{period}:$label:e$epoch";
+    my $counter = $a{period} . ($a{unit} ? ".$a{unit}" : '')
+                  . ($a{tz} ? "\@$a{tz}" : '');
+    return "$key:$a{meter}:$counter:$label:e$epoch";
 }
 
 sub _redis_run_id {
