@@ -22,6 +22,7 @@
 
 #include "ngx_http_quota.h"
 #include "quota_sliding.h"
+#include "quota_burst.h"
 #include "ngx_http_quota_epoch.h"
 
 
@@ -531,8 +532,6 @@ static int64_t
 ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k, int64_t counter,
     ngx_time_t *tp)
 {
-    int64_t  owed;
-
     if (k->sliding) {
         return quota_sliding_count(k->prev_value, counter,
                           (int64_t) (k->window_end - k->window_start) * 1000,
@@ -540,9 +539,7 @@ ngx_http_quota_reserve_spent(ngx_http_quota_key_t *k, int64_t counter,
                           + tp->msec);
     }
 
-    owed = k->prev_value > k->limit ? k->prev_value - k->limit : 0;
-
-    return counter > INT64_MAX - owed ? INT64_MAX : counter + owed;
+    return quota_burst_spent(counter, k->prev_value, k->limit);
 }
 
 
@@ -571,7 +568,7 @@ ngx_http_quota_reserve_tighter(ngx_http_quota_key_t *a,
 static int64_t
 ngx_http_quota_ceiling(ngx_http_quota_key_t *k)
 {
-    return k->limit > INT64_MAX - k->burst ? INT64_MAX : k->limit + k->burst;
+    return quota_burst_ceiling(k->limit, k->burst);
 }
 
 
