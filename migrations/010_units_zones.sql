@@ -360,11 +360,16 @@ COMMENT ON FUNCTION quota.record_spend(jsonb) IS
 -- counted: its windows cannot be told, and counting it in UTC would put
 -- spend in windows that nginx's counters do not have; the ledger row
 -- keeps it for a recount once PostgreSQL's tzdata has the zone.
+--
+-- jit off: the planner's estimates for a transition table and jsonb sets
+-- are far above a batch's real size, and compiling the statements took
+-- seconds for a batch that runs in a few hundred milliseconds.
 ------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION quota.spend_events_count() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
-    a  quota.alerts;
+    a      quota.alerts;
+    known  text[];
 BEGIN
     -- every scope path of the batch, remembered the first time it comes
     INSERT INTO quota.scopes AS s
@@ -380,6 +385,26 @@ BEGIN
      ORDER BY p.paths[d], n.ts
         ON CONFLICT (scope_path) DO NOTHING;
 
+    -- the batch's zones (UTC aside) that PostgreSQL knows, remembered the
+    -- first time they come; asked before any window is computed, since an
+    -- unknown one is an error wherever it is used
+    WITH named AS (
+        SELECT DISTINCT l->>'tz' AS tz
+          FROM new_rows n, jsonb_array_elements(n.limits) l
+         WHERE n.limits @? '$[*].tz' AND l->>'tz' <> 'UTC'
+    ), zones AS (
+        SELECT t.tz, z.tz IS NULL AS new
+          FROM named t
+          LEFT JOIN quota.zones z ON z.tz = t.tz
+         WHERE z.tz IS NOT NULL OR quota.tz_known(t.tz)
+    ), added AS (
+        INSERT INTO quota.zones AS z (tz, first_seen_at)
+        SELECT k.tz, now() FROM zones k WHERE k.new
+         ORDER BY k.tz
+            ON CONFLICT (tz) DO NOTHING
+    )
+    SELECT coalesce(array_agg(k.tz), '{}') INTO known FROM zones k;
+
     FOR a IN
         WITH entries AS MATERIALIZED (
             SELECT n.request_id, n.ts, n.resource_type, n.scope_names,
@@ -391,7 +416,7 @@ BEGIN
                    quota.unit_amount(j.unit, n.actual_micros, n.decision,
                                      n.charged_tokens) AS amount,
                    -- the local date (week, month) of a zoned entry
-                   CASE WHEN j.tz IS NOT NULL AND j.tz <> 'UTC'
+                   CASE WHEN j.tz = ANY (known)
                          AND j.period IN ('day', 'week', 'month')
                         THEN date_trunc(j.period, n.ts AT TIME ZONE j.tz) END
                        AS local_start
@@ -399,23 +424,11 @@ BEGIN
                    jsonb_to_recordset(n.limits)
                        AS j(depth integer, period text, limit_micros bigint,
                             soft boolean, unit text, tz text)
-        ), zones AS (
-            -- the batch's zones PostgreSQL knows; UTC always
-            SELECT t.tz, z.tz IS NULL AS new
-              FROM (SELECT DISTINCT e.tz FROM entries e WHERE e.tz <> 'UTC') t
-              LEFT JOIN quota.zones z ON z.tz = t.tz
-             WHERE z.tz IS NOT NULL OR quota.tz_known(t.tz)
-        ), zones_added AS (
-            INSERT INTO quota.zones AS z (tz, first_seen_at)
-            SELECT k.tz, now() FROM zones k WHERE k.new
-             ORDER BY k.tz
-                ON CONFLICT (tz) DO NOTHING
         ), zoned AS (
             SELECT e.period, e.tz, e.local_start,
                    (quota.tz_window(e.period, min(e.ts), e.tz)).*
               FROM entries e
              WHERE e.local_start IS NOT NULL
-               AND e.tz IN (SELECT k.tz FROM zones k)
              GROUP BY e.period, e.tz, e.local_start
         ), limits AS (
             -- per row, its limits and their windows: one hard and one soft
@@ -455,7 +468,7 @@ BEGIN
                AND g.local_start = e.local_start,
                    LATERAL (SELECT quota.scope_paths(e.scope_names,
                                                      e.scope_ids) AS paths) p
-             WHERE e.tz = 'UTC' OR e.tz IN (SELECT k.tz FROM zones k)
+             WHERE e.tz = 'UTC' OR e.tz = ANY (known)
              ORDER BY e.request_id, e.depth, e.period, e.unit, e.tz, e.soft,
                       e.limit_micros
         ), counted AS (
