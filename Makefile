@@ -100,3 +100,9 @@ migrate:
 
 clean:
 	rm -rf $(BUILD)
+
+# the C side's local windows, for t/22-schema-units-zones.t to compare
+# with quota.window_start/window_end
+$(BUILD)/tools/tzwindow: t/tools/tzwindow.c src/quota_tz.c src/quota_tz_rule.c src/quota_period.c
+	@mkdir -p $(BUILD)/tools
+	$(CC) -std=c99 -D_DEFAULT_SOURCE -O1 -Wall -Wextra -Werror -Isrc -o $@ $^

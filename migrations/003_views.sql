@@ -24,6 +24,14 @@ SELECT pg_advisory_xact_lock(hashtext('quota.migrations')) \gset
 -- Spend comes from spend_windows, never from a ledger scan, so the view stays
 -- cheap however large the ledger grows.
 ------------------------------------------------------------------------------
+-- 010_units_zones.sql gives quota_status other columns, which CREATE OR
+-- REPLACE VIEW cannot take back: on a re-run (scripts/migrate --all) this
+-- file leaves that view alone, and 010 re-applies its own after it.
+SELECT EXISTS (SELECT FROM pg_attribute
+               WHERE attrelid = to_regclass('quota.quota_status')
+                 AND attname = 'unit' AND NOT attisdropped) AS quota_status_later \gset
+\if :quota_status_later
+\else
 CREATE OR REPLACE VIEW quota.quota_status AS
 WITH current_windows AS (
     -- the window of each period that contains now
@@ -111,6 +119,7 @@ SELECT k.scope,
 
 COMMENT ON VIEW quota.quota_status IS
     'Current window per scope/meter/period: limit in force, spend, remaining, utilization, reset time. See docs/support.md.';
+\endif
 
 ------------------------------------------------------------------------------
 -- quota.denials_hourly: 429s (denied) and 503s (fail_closed) per top-level

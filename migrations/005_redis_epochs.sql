@@ -54,6 +54,14 @@ $$;
 -- meter; windows are the UTC calendar windows of spend_windows, given as
 -- Unix seconds.
 ------------------------------------------------------------------------------
+-- 010_units_zones.sql adds columns to what restore_windows and
+-- record_batch return, which CREATE OR REPLACE cannot take back: on a
+-- re-run this file leaves them alone, and 010 re-applies its own after it.
+SELECT EXISTS (SELECT FROM pg_proc
+               WHERE oid = to_regprocedure('quota.restore_windows(text, bigint)')
+                 AND 'unit' = ANY (proargnames)) AS restore_later \gset
+\if :restore_later
+\else
 CREATE OR REPLACE FUNCTION quota.restore_windows(p_tag text, p_epoch bigint)
 RETURNS TABLE (period text, window_start bigint, window_end bigint,
                resource_type text, scope_path text, spend_micros bigint)
@@ -87,6 +95,7 @@ $$;
 
 COMMENT ON FUNCTION quota.restore_windows(text, bigint) IS
     'nginx: a tag''s spend in its current windows, read when Redis lost its counters; records the new epoch';
+\endif
 
 ------------------------------------------------------------------------------
 -- quota.insert_spend(batch): the ledger rows of a batch that are new
@@ -135,6 +144,12 @@ $$;
 -- that the counters of their tag's current epoch do not hold: rows written
 -- under an older epoch (or none) that arrive after their tag was restored.
 ------------------------------------------------------------------------------
+-- (010's record_batch: see restore_windows above)
+SELECT EXISTS (SELECT FROM pg_proc
+               WHERE oid = to_regprocedure('quota.record_batch(jsonb)')
+                 AND 'unit' = ANY (proargnames)) AS record_batch_later \gset
+\if :record_batch_later
+\else
 CREATE OR REPLACE FUNCTION quota.record_batch(batch jsonb)
 RETURNS TABLE (epoch bigint, period text, window_start bigint,
                window_end bigint, resource_type text, scope_path text,
@@ -177,5 +192,6 @@ $$;
 
 COMMENT ON FUNCTION quota.record_batch(jsonb) IS
     'nginx ledger writer: SELECT * FROM quota.record_batch($1::jsonb); idempotent by request_id; returns spend owed to Redis counters restored before the rows arrived';
+\endif
 
 COMMIT;

@@ -50,6 +50,14 @@ $$;
 -- Reads every window of spend_windows (the newest per scope id, meter and
 -- period): for support, not for a dashboard polling every second.
 ------------------------------------------------------------------------------
+-- 010_units_zones.sql adds columns to overcommit, which CREATE OR REPLACE
+-- VIEW cannot take back: on a re-run this file leaves it alone, and 010
+-- re-applies its own after it.
+SELECT EXISTS (SELECT FROM pg_attribute
+               WHERE attrelid = to_regclass('quota.overcommit')
+                 AND attname = 'children_limit' AND NOT attisdropped) AS overcommit_later \gset
+\if :overcommit_later
+\else
 CREATE OR REPLACE VIEW quota.overcommit AS
 WITH gated AS (
     SELECT DISTINCT ON (w.resource_type, w.scope_path, w.period)
@@ -104,5 +112,6 @@ SELECT p.scope,
 
 COMMENT ON VIEW quota.overcommit IS
     'Per parent scope id, meter, period and unit: its limit against the sum of its children''s (ratio). See docs/support.md.';
+\endif
 
 COMMIT;

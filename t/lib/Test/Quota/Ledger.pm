@@ -40,9 +40,12 @@ C<< scopes => [tenant => 'acme', ...] >> and C<< at => '...' >> set the
 scopes and the time, any other key a field.  Request ids are
 C<web-1:> and a counter, unique within the test.
 
-=item lim($depth, $period, $usd, soft => 1)
+=item lim($depth, $period, $amount, soft => 1, unit => 'req', tz => 'Asia/Tokyo')
 
-An entry of C<limits>; C<soft> adds C<"soft": true>.
+An entry of C<limits>: C<$amount> is dollars, or requests or tokens with
+C<< unit => 'req' >> or C<'tok'> (which adds C<"unit">); C<soft> adds
+C<"soft": true>, C<tz> a C<"tz">.  A row's C<< tokens => N >> is what it
+was charged on token limits.
 
 =item record_spend(@rows), record_batch(@rows)
 
@@ -140,10 +143,14 @@ sub row {
 }
 
 sub lim {
-    my ($depth, $period, $usd, %o) = @_;
+    my ($depth, $period, $amount, %o) = @_;
+    my $unit = $o{unit} // 'usd';
     # rounded: 0.000001 * 1e6 is not 1 in binary floating point
-    return { depth => $depth, period => $period, limit_micros => int($usd * 1_000_000 + 0.5),
-             $o{soft} ? (soft => JSON::PP::true) : () };
+    return { depth => $depth, period => $period,
+             limit_micros => $unit eq 'usd' ? int($amount * 1_000_000 + 0.5) : int($amount),
+             $o{soft} ? (soft => JSON::PP::true) : (),
+             $unit ne 'usd' ? (unit => $unit) : (),
+             defined $o{tz} ? (tz => $o{tz}) : () };
 }
 
 sub _batch {
