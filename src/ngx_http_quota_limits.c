@@ -258,7 +258,8 @@ ngx_http_quota_limits_zone_id(ngx_shm_zone_t *zone, u_char *name,
     z = &ctx->sh->zones[i];
 
     if (i == NGX_HTTP_QUOTA_LIMITS_ZONES
-        || (z->name.data = ngx_slab_alloc_locked(ctx->shpool, len)) == NULL
+        || (z->name.data = ngx_slab_alloc_locked(ctx->shpool, len + 1))
+           == NULL
         || (z->tz = ngx_slab_alloc_locked(ctx->shpool, sizeof(quota_tz_t)))
            == NULL)
     {
@@ -271,7 +272,8 @@ ngx_http_quota_limits_zone_id(ngx_shm_zone_t *zone, u_char *name,
         return 0;
     }
 
-    ngx_memcpy(z->name.data, name, len);
+    /* NUL-terminated, as the zones of the configuration are */
+    ngx_cpystrn(z->name.data, (u_char *) path, len + 1);
     z->name.len = len;
 
     /* UTC all along is no zone: its limits keep the keys of UTC ones */

@@ -65,13 +65,15 @@ ngx_http_quota_zone_load(ngx_conf_t *cf, ngx_str_t *name)
         return NULL;
     }
 
-    z->name.data = ngx_pstrdup(cf->pool, name);
+    /* NUL-terminated: ledger rows and keys take it as a C string */
+    z->name.data = ngx_pnalloc(cf->pool, name->len + 1);
     z->tz = ngx_palloc(cf->pool, sizeof(quota_tz_t));
 
     if (z->name.data == NULL || z->tz == NULL) {
         return NULL;
     }
 
+    ngx_cpystrn(z->name.data, name->data, name->len + 1);
     z->name.len = name->len;
 
     /* the name came from a NUL-terminated directive argument */

@@ -37,9 +37,10 @@ _EOC_
 llm_start(http_config => "    quota_price    gpt-4o 2.50 10.00;\n",
           config => $loc->('/mixed', 'tenant 10 day', 'user 3req minute',
                            'tenant 3000tok day')
-                  . $loc->('/tokens', 'tenant 10 day', 'tenant 3000tok day'));
+                  . $loc->('/tokens', 'tenant 10 day', 'tenant 3000tok day',
+                           'user 1000req day'));
 
-# 'Hello there' is 8 tokens estimated; the mock reports 20 + 30 by default
+# 'Hello there' is 8 tokens estimated; the mock is told to report 20 + 30
 my @hello = (model => 'gpt-4o', messages => [{ role => 'user', content => 'Hello there' }]);
 
 sub ask {
@@ -48,7 +49,9 @@ sub ask {
                         body => encode_json({ @hello, max_tokens => $max }),
                         headers => { 'Content-Type' => 'application/json',
                                      'X-Tenant-Id' => $tenant,
-                                     'X-User-Id' => $user, %h });
+                                     'X-User-Id' => $user,
+                                     'X-Mock-Prompt-Tokens' => 20,
+                                     'X-Mock-Completion-Tokens' => 30, %h });
 }
 
 sub key {
