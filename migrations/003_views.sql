@@ -24,9 +24,9 @@ SELECT pg_advisory_xact_lock(hashtext('quota.migrations')) \gset
 -- Spend comes from spend_windows, never from a ledger scan, so the view stays
 -- cheap however large the ledger grows.
 ------------------------------------------------------------------------------
--- 010_units_zones.sql gives quota_status other columns, which CREATE OR
--- REPLACE VIEW cannot take back: on a re-run (scripts/migrate --all) this
--- file leaves that view alone, and 010 re-applies its own after it.
+-- 011_units_zones_support.sql gives quota_status other columns, which
+-- CREATE OR REPLACE VIEW cannot take back: on a re-run (scripts/migrate
+-- --all) this file leaves that view alone, and 011 re-applies its own.
 SELECT EXISTS (SELECT FROM pg_attribute
                WHERE attrelid = to_regclass('quota.quota_status')
                  AND attname = 'unit' AND NOT attisdropped) AS quota_status_later \gset

@@ -50,9 +50,9 @@ $$;
 -- Reads every window of spend_windows (the newest per scope id, meter and
 -- period): for support, not for a dashboard polling every second.
 ------------------------------------------------------------------------------
--- 010_units_zones.sql adds columns to overcommit, which CREATE OR REPLACE
--- VIEW cannot take back: on a re-run this file leaves it alone, and 010
--- re-applies its own after it.
+-- 011_units_zones_support.sql adds columns to overcommit, which CREATE OR
+-- REPLACE VIEW cannot take back: on a re-run this file leaves it alone,
+-- and 011 re-applies its own after it.
 SELECT EXISTS (SELECT FROM pg_attribute
                WHERE attrelid = to_regclass('quota.overcommit')
                  AND attname = 'children_limit' AND NOT attisdropped) AS overcommit_later \gset

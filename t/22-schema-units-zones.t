@@ -1,4 +1,5 @@
-# The SQL side of units and time zones (migrations/010_units_zones.sql):
+# The SQL side of units and time zones (migrations/010_units_zones.sql and
+# 011_units_zones_support.sql):
 # request and token limits in spend_windows, quota_status, alerts,
 # restore_windows and record_batch; cost_quotas rows in every unit, the
 # loader's queries and NOTIFY; local windows, compared instant by instant
@@ -324,7 +325,8 @@ subtest 'migrations re-run: 010 ends on top, old rows count as usd/UTC' => sub {
     reset_data();
     record_spend(row(at => '2026-03-02 10:00:00', actual_micros => 100, limits => [lim(1, 'day', 1)]));
     pg_migrate("$ROOT/migrations");
-    for my $f (qw(002_ledger.sql 005_redis_epochs.sql 007_alerts.sql 010_units_zones.sql)) {
+    for my $f (qw(002_ledger.sql 003_views.sql 005_redis_epochs.sql 007_alerts.sql
+                   008_overcommit.sql 010_units_zones.sql 011_units_zones_support.sql)) {
         my ($rc, $out) = sh('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', pg_conninfo(),
                             '-f', "$ROOT/migrations/$f");
         is($rc, 0, "re-ran $f") or diag($out);
