@@ -216,12 +216,15 @@ subtest 'released when the upstream fails' => sub {
         my $res = http_request(method => 'POST', uri => '/down', body => $BODY,
                                headers => headers('down'));
         is($res->{status}, 502, "upstream unreachable, request $i, not 429");
+        # the release follows the response, from whichever worker had it
+        wait_for(sub { zcard(tenant => 'down') == 0 }, 5);
     }
     for my $i (1 .. 3) {
         my $res = http_request(method => 'POST', uri => '/v1/chat/completions',
                                body => $BODY,
                                headers => headers('down', 'X-Mock-Status' => 500));
         is($res->{status}, 500, "upstream error $i, not 429");
+        wait_for(sub { zcard(tenant => 'down') == 0 }, 5);
     }
     ok(wait_for(sub { zcard(tenant => 'down') == 0 }, 5), 'nothing left in flight');
 };
