@@ -56,7 +56,7 @@ put(stat => "cpu  100 0 100 1000 0 0 0 0 0 0\n"
 readings(load => 0.20, used => 0.10);
 
 my $LEDGER = $PG ? <<'_EOC_' : '';
-    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=quota"
+    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=nginx dbname=quota"
                    refresh=1s flush=200ms batch=50
                    spool=$TEST_NGINX_DIR/spool;
 _EOC_

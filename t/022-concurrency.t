@@ -56,7 +56,7 @@ _EOC_
 llm_start(workers => 2, config => $config);
 my $B = nginx_node_start('b', workers => 2, http_config => <<'_EOC_', config => $config);
     quota_redis    127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s;
-    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=quota"
+    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=nginx dbname=quota"
                    flush=100ms spool=$TEST_NGINX_DIR/spool-b;
 _EOC_
 

@@ -23,7 +23,7 @@ my %CONF = (
     workers     => 2,
     http_config => <<'_EOC_',
     quota_redis    127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s;
-    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=quota"
+    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=nginx dbname=quota"
                    refresh=1s flush=200ms batch=50
                    spool=$TEST_NGINX_DIR/spool;
     log_format ledger '$request_uri $status $quota_status '

@@ -26,7 +26,7 @@ sub conf {
         workers     => $workers // 2,
         http_config => <<"_EOC_",
     quota_redis    127.0.0.1:\$TEST_NGINX_REDIS_PORT timeout=2s;
-    quota_postgres "host=127.0.0.1 port=\$TEST_NGINX_PG_PORT user=postgres dbname=quota"
+    quota_postgres "host=127.0.0.1 port=\$TEST_NGINX_PG_PORT user=nginx dbname=quota"
                    refresh=1s flush=100ms batch=50 $zone
                    spool=\$TEST_NGINX_DIR/spool;
 _EOC_

@@ -58,7 +58,7 @@ sub llm_start {
     pg_migrate('migrations');
     $nginx{http_config} = <<'_EOC_' . ($nginx{http_config} // '');
     quota_redis    127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s;
-    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=postgres dbname=quota"
+    quota_postgres "host=127.0.0.1 port=$TEST_NGINX_PG_PORT user=nginx dbname=quota"
                    flush=100ms spool=$TEST_NGINX_DIR/spool;
 _EOC_
     nginx_start(%nginx);

@@ -206,6 +206,15 @@ sub pg_migrate {
                                         env => { PGCONNECT_TIMEOUT => 10 });
         croak "pg_migrate: $file failed (exit code $rc):\n$err" if $rc;
     }
+    # the login roles nginx and support staff connect as (012_roles.sql)
+    psql(q{DO $$ BEGIN
+             IF to_regrole('quota_nginx') IS NOT NULL AND to_regrole('nginx') IS NULL THEN
+                 CREATE ROLE nginx LOGIN IN ROLE quota_nginx;
+             END IF;
+             IF to_regrole('quota_support') IS NOT NULL AND to_regrole('support') IS NULL THEN
+                 CREATE ROLE support LOGIN IN ROLE quota_support;
+             END IF;
+           END $$});
     return scalar @files;
 }
 
