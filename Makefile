@@ -5,6 +5,7 @@
 #   make fuzz-long  each libFuzzer target for FUZZ_TIME seconds (by hand)
 #   make demo     Redis + nginx with the module in front of a mock LLM
 #   make bench    wrk: plain proxy vs the gate vs the OpenResty way
+#   make deb      build/deb/libnginx-mod-http-quota_VERSION_ARCH.deb
 
 SHELL      := /bin/bash
 TOP        := $(CURDIR)
@@ -30,7 +31,7 @@ FUZZ_SEED   := 1
 FUZZ_TIME   := 600
 FUZZ_OPTS    = -timeout=10 -rss_limit_mb=2048 -artifact_prefix=$(BUILD)/fuzz/
 
-.PHONY: all module test unit integration demo demo-stop bench clean migrate \
+.PHONY: all module test unit integration demo demo-stop bench clean migrate deb \
         fuzz fuzz-build fuzz-long
 
 all: module
@@ -80,6 +81,10 @@ test:
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory integration
+
+deb:
+	@scripts/deps deb
+	@scripts/deb
 
 demo:
 	@scripts/deps demo
