@@ -141,8 +141,12 @@ subtest 'a real parser reads it' => sub {
     print $fh $text;
     close $fh;
 
-    if (system('python3 -c "import prometheus_client" 2>/dev/null') == 0) {
-        my $out = `python3 - '$file' 2>&1 <<'_PY_'
+    # Debian's python3 has the package, another first on PATH may not
+    my ($py) = grep { system("$_ -c 'import prometheus_client' 2>/dev/null") == 0 }
+                    qw(python3 /usr/bin/python3);
+
+    if ($py) {
+        my $out = `$py - '$file' 2>&1 <<'_PY_'
 import sys
 from prometheus_client.parser import text_string_to_metric_families
 n = 0
