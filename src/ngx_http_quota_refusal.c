@@ -49,15 +49,14 @@ static ngx_str_t  ngx_http_quota_sse_type = ngx_string("text/event-stream");
 ngx_int_t
 ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    char            *json, *body;
-    size_t           len, size;
-    ngx_int_t        rc;
-    ngx_buf_t       *b;
-    ngx_chain_t      out;
-    const char      *done;
-    quota_denial_t   d;
-
-    quota_metrics_code_e  code;
+    char                  *json, *body;
+    size_t                 len, size;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_chain_t            out;
+    const char            *done;
+    quota_denial_t         d;
+    quota_metrics_code_e   code;
 
     rc = ngx_http_discard_request_body(r);
 
