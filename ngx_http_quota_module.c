@@ -16,6 +16,7 @@
 #include "ngx_http_quota_epoch.h"
 #include "ngx_http_quota_owed.h"
 #include "ngx_http_quota_throttle.h"
+#include "ngx_http_quota_metrics.h"
 
 
 static ngx_int_t ngx_http_quota_access_handler(ngx_http_request_t *r);
@@ -152,6 +153,13 @@ static ngx_command_t  ngx_http_quota_commands[] = {
     { ngx_string("quota_throttle"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_quota_throttle_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("quota_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_quota_metrics_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -375,6 +383,10 @@ ngx_http_quota_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_quota_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_quota_header_filter;
 
@@ -443,6 +455,8 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
     if (qmcf == NULL) {
         return NGX_OK;
     }
+
+    ngx_http_quota_metrics_start(cycle);
 
     if (ngx_http_quota_throttle_start(cycle, qmcf) != NGX_OK) {
         return NGX_ERROR;

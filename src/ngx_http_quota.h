@@ -185,11 +185,16 @@ typedef struct {
     ngx_http_quota_redis_t      *redis_store;
     ngx_http_quota_epochs_t     *epochs;
     ngx_http_quota_restore_t    *restore;        /* with a ledger */
+
+    ngx_array_t                 *meters;         /* ngx_str_t, `quota` */
+    ngx_shm_zone_t              *metrics_zone;   /* with quota_metrics */
+    ngx_flag_t                   metrics;        /* quota_metrics given */
 } ngx_http_quota_main_conf_t;
 
 
 typedef struct {
     ngx_str_t                    meter;          /* empty: not gated */
+    ngx_uint_t                   meter_index;    /* in qmcf->meters */
     ngx_array_t                 *scopes;         /* ngx_http_quota_scope_t */
     ngx_array_t                 *limits;         /* ngx_http_quota_limit_t */
     ngx_array_t                 *rules;          /* ngx_http_quota_rule_t */
@@ -326,6 +331,7 @@ typedef struct {
     unsigned                     throttled:1;    /* throttle is set */
     unsigned                     settled:1;
     unsigned                     leased:1;       /* inflight to release */
+    unsigned                     counted:1;      /* in the metrics */
 } ngx_http_quota_ctx_t;
 
 

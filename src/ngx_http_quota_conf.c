@@ -6,6 +6,7 @@
 
 
 #include "ngx_http_quota.h"
+#include "ngx_http_quota_metrics.h"
 
 
 static char *ngx_http_quota_amount(ngx_conf_t *cf, ngx_str_t *value,
@@ -78,6 +79,7 @@ ngx_http_quota_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->meter.data == NULL) {
         conf->meter = prev->meter;
+        conf->meter_index = prev->meter_index;
         conf->where = prev->where;
     }
 
@@ -147,6 +149,7 @@ ngx_http_quota(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_quota_loc_conf_t  *qlcf = conf;
 
+    ngx_int_t   rc;
     ngx_str_t  *value;
 
     if (qlcf->meter.data != NULL) {
@@ -169,6 +172,15 @@ ngx_http_quota(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     qlcf->meter = value[1];
     ngx_http_quota_where(cf, &qlcf->where);
+
+    /* each meter has its place in the metrics, whether served or not */
+
+    rc = ngx_http_quota_metrics_meter(cf, &qlcf->meter);
+    if (rc == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    qlcf->meter_index = (ngx_uint_t) rc;
 
     return NGX_CONF_OK;
 }

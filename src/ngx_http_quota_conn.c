@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_quota_conn.h"
+#include "ngx_http_quota_metrics.h"
 
 
 static void ngx_http_quota_conn_retry_handler(ngx_event_t *ev);
@@ -64,6 +65,7 @@ ngx_http_quota_conn_init(ngx_http_quota_conn_t *cn, const char *name,
     cn->data = data;
     cn->backoff_min = backoff_min;
     cn->backoff_max = backoff_max;
+    cn->gauge = -1;
 
     ngx_http_quota_timer_init(&cn->retry, ngx_http_quota_conn_retry_handler,
                               log);
@@ -83,6 +85,14 @@ ngx_http_quota_conn_failed(ngx_http_quota_conn_t *cn, const char *fmt, ...)
 
     if (cn->exiting || cn->retry.timer_set) {
         return;
+    }
+
+    if (cn->gauge >= 0) {
+        ngx_http_quota_metrics_gauge(cn->gauge, NGX_HTTP_QUOTA_METRICS_DOWN);
+    }
+
+    if (cn->gauge == NGX_HTTP_QUOTA_METRICS_REDIS) {
+        ngx_http_quota_metrics_redis_error();
     }
 
     n = ngx_http_quota_burst(&cn->burst);
@@ -119,6 +129,10 @@ ngx_http_quota_conn_ready(ngx_http_quota_conn_t *cn)
     ngx_uint_t  n;
 
     n = ngx_http_quota_burst_end(&cn->burst);
+
+    if (cn->gauge >= 0) {
+        ngx_http_quota_metrics_gauge(cn->gauge, NGX_HTTP_QUOTA_METRICS_UP);
+    }
 
     if (cn->failures) {
         ngx_log_error(NGX_LOG_NOTICE, cn->log, 0,

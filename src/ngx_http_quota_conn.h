@@ -45,6 +45,7 @@ typedef struct {
     ngx_msec_t                       backoff_min;
     ngx_msec_t                       backoff_max;
     ngx_uint_t                       failures;   /* since it last worked */
+    ngx_int_t                        gauge;      /* metrics slot, or -1 */
 
     ngx_event_t                      retry;
     ngx_http_quota_burst_t           burst;

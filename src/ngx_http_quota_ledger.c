@@ -16,6 +16,7 @@
 
 #include "ngx_http_quota_ledger.h"
 #include "ngx_http_quota_spool.h"
+#include "ngx_http_quota_metrics.h"
 
 
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
@@ -56,6 +57,7 @@ static void ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q,
     PGresult *res);
 static void ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg);
 static ngx_uint_t ngx_http_quota_ledger_refused(PGresult *res);
+static void ngx_http_quota_ledger_gauges(ngx_http_quota_ledger_t *lg);
 
 
 ngx_http_quota_ledger_t *
@@ -80,6 +82,8 @@ ngx_http_quota_ledger_create(ngx_cycle_t *cycle,
     }
 
     ngx_http_quota_spool_init(&lg->spool, cycle, &qmcf->spool->name);
+
+    ngx_http_quota_pg_conn(lg->pg)->gauge = NGX_HTTP_QUOTA_METRICS_POSTGRES;
 
     /* rows can still wait in memory: said loudly, but not fatal */
     (void) ngx_http_quota_spool_check(cycle, &qmcf->spool->name);
@@ -152,6 +156,9 @@ ngx_http_quota_ledger_destroy(ngx_http_quota_ledger_t *lg)
             ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
                           "quota: %ui ledger rows lost at exit: the spool "
                           "cannot be written", lg->queue.rows);
+
+            ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_LOST,
+                                        lg->queue.rows);
         }
     }
 
@@ -204,6 +211,8 @@ ngx_http_quota_ledger_add(ngx_http_quota_ledger_t *lg, u_char *row,
     if (lg->queue.len + lg->sent.len + need > NGX_HTTP_QUOTA_LEDGER_QUEUE_MAX
         && ngx_http_quota_ledger_spool(lg) != NGX_OK)
     {
+        ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_LOST, 1);
+
         n = ngx_http_quota_burst(&lg->lost);
 
         if (n) {
@@ -220,6 +229,7 @@ ngx_http_quota_ledger_add(ngx_http_quota_ledger_t *lg, u_char *row,
     if (ngx_http_quota_buf_reserve(&lg->queue, need) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
                       "quota: no memory for a ledger row");
+        ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_LOST, 1);
         return;
     }
 
@@ -228,6 +238,8 @@ ngx_http_quota_ledger_add(ngx_http_quota_ledger_t *lg, u_char *row,
     lg->queue.len += quota_spool_frame(lg->queue.data + lg->queue.len,
                                        row, len);
     lg->queue.rows++;
+
+    ngx_http_quota_ledger_gauges(lg);
 
     /* while the spool fails, the flush timer paces the attempts */
 
@@ -282,6 +294,7 @@ ngx_http_quota_ledger_spool(ngx_http_quota_ledger_t *lg)
 {
     if (ngx_http_quota_spool_append(&lg->spool, &lg->queue) == NGX_OK) {
         lg->stuck = 0;
+        ngx_http_quota_ledger_gauges(lg);
         return NGX_OK;
     }
 
@@ -310,6 +323,8 @@ ngx_http_quota_ledger_rescan_handler(ngx_event_t *ev)
     if (ngx_http_quota_pg_idle(lg->pg) == NGX_OK) {
         ngx_http_quota_ledger_idle(lg->pg, lg);
     }
+
+    ngx_http_quota_ledger_gauges(lg);
 
     ngx_add_timer(&lg->rescan, lg->conf->pg_refresh);
 }
@@ -416,6 +431,8 @@ ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
     lg->replaying = replaying;
     lg->flush_due = 0;
 
+    ngx_http_quota_ledger_gauges(lg);
+
     return NGX_OK;
 }
 
@@ -429,6 +446,11 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, lg->log, 0,
                        "quota: ledger wrote a batch of %ui rows",
                        lg->sent.rows);
+
+        ngx_http_quota_metrics_rows(lg->replaying
+                                    ? QUOTA_METRICS_ROWS_REPLAYED
+                                    : QUOTA_METRICS_ROWS_WRITTEN,
+                                    lg->sent.rows);
 
         if (lg->replaying) {
             ngx_http_quota_spool_replayed(&lg->spool);
@@ -452,6 +474,9 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
                       "quota: ledger batch of %ui rows refused, set aside "
                       "in the spool directory: %s",
                       lg->sent.rows, PQresultErrorMessage(res));
+
+        ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_REFUSED,
+                                    lg->sent.rows);
 
         ngx_http_quota_spool_set_aside(&lg->spool, &lg->sent);
 
@@ -478,6 +503,8 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
     lg->sent.len = 0;
     lg->sent.rows = 0;
     lg->replaying = 0;
+
+    ngx_http_quota_ledger_gauges(lg);
 }
 
 
@@ -492,6 +519,7 @@ ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg)
         ngx_log_error(NGX_LOG_ALERT, lg->log, 0,
                       "quota: %ui ledger rows lost: no memory to keep them",
                       lg->sent.rows);
+        ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_LOST, lg->sent.rows);
         return;
     }
 
@@ -527,4 +555,20 @@ ngx_http_quota_ledger_refused(PGresult *res)
 
     return state != NULL && state[0] == '2'
            && (state[1] == '2' || state[1] == '3');
+}
+
+
+/* this worker's rows in memory and bytes on disk, for quota_metrics */
+
+static void
+ngx_http_quota_ledger_gauges(ngx_http_quota_ledger_t *lg)
+{
+    ngx_uint_t  rows;
+
+    rows = lg->queue.rows + (lg->replaying ? 0 : lg->sent.rows);
+
+    ngx_http_quota_metrics_gauge(NGX_HTTP_QUOTA_METRICS_QUEUE_ROWS, rows);
+    ngx_http_quota_metrics_gauge(NGX_HTTP_QUOTA_METRICS_SPOOL_BYTES,
+                                 (ngx_atomic_uint_t)
+                                 ngx_http_quota_spool_bytes(&lg->spool));
 }

@@ -116,6 +116,13 @@ ngx_http_quota_pg_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
 }
 
 
+ngx_http_quota_conn_t *
+ngx_http_quota_pg_conn(ngx_http_quota_pg_t *pg)
+{
+    return &pg->cn;
+}
+
+
 void
 ngx_http_quota_pg_start(ngx_http_quota_pg_t *pg)
 {

@@ -55,6 +55,9 @@ void ngx_http_quota_pg_query_init(ngx_http_quota_pg_query_t *q,
 ngx_http_quota_pg_t *ngx_http_quota_pg_create(ngx_cycle_t *cycle,
     ngx_str_t *conninfo, const char *name);
 
+/* the connection's lifecycle, for its metrics gauge */
+ngx_http_quota_conn_t *ngx_http_quota_pg_conn(ngx_http_quota_pg_t *pg);
+
 /* the first attempt; handlers are registered before it */
 void ngx_http_quota_pg_start(ngx_http_quota_pg_t *pg);
 

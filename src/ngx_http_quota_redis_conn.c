@@ -12,6 +12,7 @@
 
 #include "ngx_http_quota_redis_store.h"
 #include "ngx_http_quota_hiredis.h"
+#include "ngx_http_quota_metrics.h"
 
 
 static void ngx_http_quota_redis_connect(void *data);
@@ -46,6 +47,8 @@ ngx_http_quota_redis_create(ngx_cycle_t *cycle,
                              ngx_http_quota_redis_connect, rd,
                              NGX_HTTP_QUOTA_REDIS_BACKOFF_MIN,
                              NGX_HTTP_QUOTA_REDIS_BACKOFF_MAX);
+
+    rd->conn.gauge = NGX_HTTP_QUOTA_METRICS_REDIS;
 
     /* module timers must not hold a gracefully exiting worker back */
 

@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_quota.h"
+#include "ngx_http_quota_metrics.h"
 
 
 static ngx_int_t ngx_http_quota_push_header(ngx_http_request_t *r,
@@ -48,13 +49,14 @@ static ngx_str_t  ngx_http_quota_sse_type = ngx_string("text/event-stream");
 ngx_int_t
 ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    char            *json, *body;
-    size_t           len, size;
-    ngx_int_t        rc;
-    ngx_buf_t       *b;
-    ngx_chain_t      out;
-    const char      *done;
-    quota_denial_t   d;
+    char                  *json, *body;
+    size_t                 len, size;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_chain_t            out;
+    const char            *done;
+    quota_denial_t         d;
+    quota_metrics_code_e   code;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -69,6 +71,9 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 
         r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
         done = quota_denial_code(&d);
+        code = ngx_strcmp(done, "quota_exceeded") == 0
+               ? QUOTA_METRICS_QUOTA_EXCEEDED
+               : QUOTA_METRICS_ESTIMATE_EXCEEDS_LIMIT;
 
         if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header,
                                        ctx->retry_after, 0)
@@ -94,6 +99,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     case NGX_HTTP_QUOTA_STATUS_CONCURRENCY:
         r->headers_out.status = NGX_HTTP_TOO_MANY_REQUESTS;
         done = "concurrency_exceeded";
+        code = QUOTA_METRICS_CONCURRENCY_EXCEEDED;
 
         /*
          * a crowd clears within seconds: no X-Should-Retry, the SDKs
@@ -116,6 +122,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     case NGX_HTTP_QUOTA_STATUS_FAIL_CLOSED:
         r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
         done = "quota_unavailable";
+        code = QUOTA_METRICS_QUOTA_UNAVAILABLE;
 
         if (ngx_http_quota_push_number(r, &ngx_http_quota_retry_header, 1, 0)
             != NGX_OK)
@@ -128,6 +135,7 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     case NGX_HTTP_QUOTA_STATUS_LOAD_SHED:
         r->headers_out.status = NGX_HTTP_SERVICE_UNAVAILABLE;
         done = "load_shed";
+        code = QUOTA_METRICS_LOAD_SHED;
 
         /* both SDKs retry a 503 after Retry-After: no X-Should-Retry */
 
@@ -143,8 +151,12 @@ ngx_http_quota_send_refusal(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     default: /* NGX_HTTP_QUOTA_STATUS_INVALID */
         r->headers_out.status = ctx->bad_status;
         done = "invalid_scope";
+        code = ctx->bad_status == NGX_HTTP_FORBIDDEN
+               ? QUOTA_METRICS_SCOPE_MISSING : QUOTA_METRICS_SCOPE_INVALID;
         break;
     }
+
+    ngx_http_quota_metrics_refusal(ctx, code);
 
     len = ngx_http_quota_refusal_body(r, ctx, NULL, 0);
 

@@ -24,6 +24,7 @@
 #include "quota_sliding.h"
 #include "quota_burst.h"
 #include "ngx_http_quota_epoch.h"
+#include "ngx_http_quota_metrics.h"
 
 
 /* how long, at least, a request waits for its tag's counters' restore */
@@ -39,6 +40,7 @@ struct ngx_http_quota_txn_s {
     quota_redis_lease_t         *lease;          /* NULL: none */
     ngx_uint_t                   nlease;
     ngx_uint_t                   n;
+    uint64_t                     sent;           /* for the metrics, us */
     ngx_http_quota_incr_t        incr[1];
 };
 
@@ -215,6 +217,7 @@ ngx_http_quota_reserve_send(ngx_http_quota_ctx_t *ctx)
 
     ctx->txn = txn;
     ctx->epoch = epoch;
+    txn->sent = ngx_http_quota_metrics_now();
 
     ngx_add_timer(&ctx->timer, qmcf->redis.timeout);
 
@@ -360,6 +363,15 @@ ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
 
     txn = (ngx_http_quota_txn_t *) op;
     ctx = txn->ctx;
+
+    /* a late reply too: the round trip is Redis's, not the request's */
+
+    if (res->rc == NGX_OK) {
+        ngx_http_quota_metrics_roundtrip(txn->sent);
+
+    } else {
+        ngx_http_quota_metrics_redis_error();
+    }
 
     current = res->rc == NGX_OK
               ? ngx_http_quota_epoch_seen(txn->entry, txn->epoch, &res->mark)
@@ -689,6 +701,12 @@ ngx_http_quota_reserve_timeout(ngx_event_t *ev)
     {
         ngx_add_timer(&ctx->timer, bound - waited);
         return;
+    }
+
+    /* a transaction sent and not answered; a wait for an epoch is not */
+
+    if (ctx->txn) {
+        ngx_http_quota_metrics_redis_error();
     }
 
     /* let go of the reservation as a request that ended would */

@@ -14,6 +14,7 @@
 #include "ngx_http_quota_epoch.h"
 #include "ngx_http_quota_pg.h"
 #include "ngx_http_quota_owed.h"
+#include "ngx_http_quota_metrics.h"
 
 
 #define NGX_HTTP_QUOTA_RESTORE_TIMEOUT  5000
@@ -341,6 +342,10 @@ ngx_http_quota_restore_end(ngx_http_quota_restore_job_t *job, ngx_int_t rc,
     e = job->e;
 
     ngx_free(job);
+
+    if (rc == NGX_OK) {
+        ngx_http_quota_metrics_restored();
+    }
 
     ngx_http_quota_epoch_release(e);
     ngx_http_quota_epoch_restored(e, rc, why);

@@ -20,6 +20,7 @@
 #include "ngx_http_quota_redis.h"
 #include "ngx_http_quota_ledger.h"
 #include "ngx_http_quota_epoch.h"
+#include "ngx_http_quota_metrics.h"
 #include "quota_row.h"
 
 
@@ -138,6 +139,13 @@ void
 ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     ngx_http_quota_main_conf_t  *qmcf;
+
+    /* every gated request once, refused ones too */
+
+    if (!ctx->counted) {
+        ctx->counted = 1;
+        ngx_http_quota_metrics_request(r, ctx);
+    }
 
     if (ctx->settled || ctx->status == NGX_HTTP_QUOTA_STATUS_INVALID) {
         return;

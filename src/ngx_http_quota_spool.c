@@ -16,6 +16,7 @@
 #include <dirent.h>
 
 #include "ngx_http_quota_spool.h"
+#include "ngx_http_quota_metrics.h"
 
 
 #define NGX_HTTP_QUOTA_SPOOL_READ  (256 * 1024)
@@ -134,6 +135,12 @@ ngx_http_quota_spool_append(ngx_http_quota_spool_t *sp,
                       "quota: spool \"%s\" written again%s", sp->name,
                       n ? " (some failures not logged)" : "");
     }
+
+    if (size >= 0) {
+        sp->size = size + n;
+    }
+
+    ngx_http_quota_metrics_rows(QUOTA_METRICS_ROWS_SPOOLED, records->rows);
 
     sp->unreported += records->rows;
     ngx_http_quota_spool_report(sp, 0);
@@ -345,6 +352,21 @@ ngx_http_quota_spool_replayed(ngx_http_quota_spool_t *sp)
 }
 
 
+off_t
+ngx_http_quota_spool_bytes(ngx_http_quota_spool_t *sp)
+{
+    off_t  bytes;
+
+    bytes = sp->size;
+
+    if (sp->rfd != NGX_INVALID_FILE) {
+        bytes += sp->rown ? -sp->roff : sp->rsize - sp->roff;
+    }
+
+    return ngx_max(bytes, 0);
+}
+
+
 /* opens the next spool file to replay: our own, or one nobody holds */
 
 static ngx_int_t
@@ -361,6 +383,7 @@ ngx_http_quota_spool_claim(ngx_http_quota_spool_t *sp)
 
         if (sp->rfd != NGX_INVALID_FILE) {
             sp->roff = 0;
+            sp->rown = 1;
             return NGX_OK;
         }
     }
@@ -410,6 +433,9 @@ ngx_http_quota_spool_claim(ngx_http_quota_spool_t *sp)
 
         sp->rfd = fd;
         sp->roff = 0;
+        sp->rown = 0;
+        sp->rsize = lseek(fd, 0, SEEK_END);
+        sp->rsize = ngx_max(sp->rsize, 0);
 
         return NGX_OK;
     }
@@ -435,11 +461,14 @@ ngx_http_quota_spool_release(ngx_http_quota_spool_t *sp, ngx_uint_t finished)
 
             /* our own file: empty it, unless rows came in meanwhile */
 
-            if (lseek(sp->fd, 0, SEEK_END) == sp->roff
-                && ftruncate(sp->fd, 0) == -1)
-            {
-                ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
-                              "quota: ftruncate(\"%s\") failed", sp->rname);
+            if (lseek(sp->fd, 0, SEEK_END) == sp->roff) {
+                if (ftruncate(sp->fd, 0) == -1) {
+                    ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
+                                  "quota: ftruncate(\"%s\") failed",
+                                  sp->rname);
+                } else {
+                    sp->size = 0;
+                }
             }
 
         } else {
@@ -458,6 +487,8 @@ ngx_http_quota_spool_release(ngx_http_quota_spool_t *sp, ngx_uint_t finished)
     sp->rfd = NGX_INVALID_FILE;
     sp->roff = 0;
     sp->rnext = 0;
+    sp->rsize = 0;
+    sp->rown = 0;
 }
 
 

@@ -28,11 +28,13 @@ typedef struct {
 
     ngx_fd_t                      fd;         /* own file */
     u_char                        name[NGX_MAX_PATH];
+    off_t                         size;       /* of it, as written */
 
     ngx_fd_t                      rfd;        /* file being replayed */
     u_char                        rname[NGX_MAX_PATH];
     off_t                         roff;       /* replayed up to */
     off_t                         rnext;      /* after the rows handed out */
+    off_t                         rsize;      /* of another's file */
 
     ngx_http_quota_buf_t          chunk;      /* read back from rfd */
 
@@ -42,6 +44,7 @@ typedef struct {
     ngx_http_quota_burst_t        unreadable; /* the directory */
 
     unsigned                      scan:1;     /* files may be waiting */
+    unsigned                      rown:1;     /* rfd is the own file */
 } ngx_http_quota_spool_t;
 
 
@@ -79,6 +82,12 @@ ngx_int_t ngx_http_quota_spool_next(ngx_http_quota_spool_t *sp,
 
 /* the rows last given by next() are in PostgreSQL */
 void ngx_http_quota_spool_replayed(ngx_http_quota_spool_t *sp);
+
+/*
+ * bytes not yet replayed in the files this worker holds: its own and the
+ * one it replays; a file no worker has claimed yet is not counted
+ */
+off_t ngx_http_quota_spool_bytes(ngx_http_quota_spool_t *sp);
 
 
 #endif /* _NGX_HTTP_QUOTA_SPOOL_H_INCLUDED_ */

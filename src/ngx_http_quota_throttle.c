@@ -399,6 +399,18 @@ ngx_http_quota_throttle_factor(ngx_http_request_t *r,
 }
 
 
+int64_t
+ngx_http_quota_throttle_now(ngx_http_request_t *r,
+    ngx_http_quota_loc_conf_t *qlcf)
+{
+    if (qlcf->throttle == NULL || qlcf->throttle == NGX_CONF_UNSET_PTR) {
+        return -1;
+    }
+
+    return ngx_http_quota_throttle_factor(r, qlcf->throttle);
+}
+
+
 ngx_int_t
 ngx_http_quota_throttle_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)

@@ -62,6 +62,10 @@ ngx_int_t ngx_http_quota_throttle_start(ngx_cycle_t *cycle,
 ngx_uint_t ngx_http_quota_throttle_shed(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
+/* the factor of the location's quota_throttle now, ppm; -1: none */
+int64_t ngx_http_quota_throttle_now(ngx_http_request_t *r,
+    ngx_http_quota_loc_conf_t *qlcf);
+
 /* $quota_throttle */
 ngx_int_t ngx_http_quota_throttle_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
