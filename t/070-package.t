@@ -29,6 +29,7 @@ my %files = map { s{^\./}{/}r => 1 } map { (split ' ', $_, 6)[5] }
 for my $f (qw(/usr/lib/nginx/modules/ngx_http_quota_module.so
               /usr/share/nginx/modules-available/mod-http-quota.conf
               /usr/share/libnginx-mod-http-quota/migrate
+              /usr/bin/quotactl
               /usr/share/libnginx-mod-http-quota/migrations/001_schema.sql
               /usr/share/libnginx-mod-http-quota/migrations/012_roles.sql
               /usr/share/doc/libnginx-mod-http-quota/README.md.gz
