@@ -688,11 +688,22 @@ BEGIN
        AND (c.w).window_end > quota.now()
      GROUP BY c.current_epoch, c.period, (c.w).window_start, (c.w).window_end,
               c.resource_type, c.path, c.unit, c.tz;
+
+    -- the alerts the batch raised (the ledger's trigger inserted them in
+    -- this transaction, at its quota.now()), for nginx's count of them:
+    -- one row whose period is 'alerts', which names no counter
+    RETURN QUERY
+    SELECT NULL::bigint, 'alerts'::text, NULL::bigint, NULL::bigint,
+           NULL::text, NULL::text, count(*)::bigint, NULL::text, NULL::text
+      FROM quota.alerts a
+     WHERE a.created_at = quota.now()
+       AND a.xmin::text::bigint = txid_current() % 4294967296
+    HAVING count(*) > 0;
 END
 $$;
 
 COMMENT ON FUNCTION quota.record_batch(jsonb) IS
-    'nginx ledger writer: SELECT * FROM quota.record_batch($1::jsonb); idempotent by request_id; returns the amounts (per unit and zone) owed to Redis counters restored before the rows arrived';
+    'nginx ledger writer: SELECT * FROM quota.record_batch($1::jsonb); idempotent by request_id; returns the amounts (per unit and zone) owed to Redis counters restored before the rows arrived, and a row (period ''alerts'') counting the alerts the batch raised';
 
 ------------------------------------------------------------------------------
 -- quota.cost_quotas: a unit per row, a count for requests and tokens, and

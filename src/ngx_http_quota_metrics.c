@@ -431,6 +431,7 @@ ngx_http_quota_metrics_snapshot(ngx_http_request_t *r,
     s->redis_errors = m->totals->redis_errors;
     s->rtt_sum = m->totals->rtt_sum;
     s->restores = m->totals->restores;
+    s->alerts = m->totals->alerts;
 
     for (i = 0; i <= QUOTA_METRICS_BUCKETS; i++) {
         s->rtt[i] = m->totals->rtt[i];

@@ -37,6 +37,7 @@ typedef struct {
     ngx_atomic_t                 rtt_sum;        /* microseconds */
     ngx_atomic_t                 rows[QUOTA_METRICS_ROWS_RESULTS];
     ngx_atomic_t                 restores;
+    ngx_atomic_t                 alerts;
 } ngx_http_quota_metrics_totals_t;
 
 
@@ -112,6 +113,17 @@ ngx_http_quota_metrics_restored(void)
     if (ngx_http_quota_metrics) {
         (void) ngx_atomic_fetch_add(
                    &ngx_http_quota_metrics->totals->restores, 1);
+    }
+}
+
+
+/* alerts this node's ledger batches raised: each alert is one batch's */
+static ngx_inline void
+ngx_http_quota_metrics_alerts(ngx_uint_t n)
+{
+    if (ngx_http_quota_metrics && n) {
+        (void) ngx_atomic_fetch_add(&ngx_http_quota_metrics->totals->alerts,
+                                    n);
     }
 }
 

@@ -4,6 +4,7 @@
 
 
 #include "ngx_http_quota_owed.h"
+#include "ngx_http_quota_metrics.h"
 #include "quota_epoch.h"
 
 
@@ -102,7 +103,7 @@ void
 ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
     PGresult *res, ngx_log_t *log)
 {
-    int                     i, rows;
+    int                     i, rows, added;
     int64_t                 epoch, total;
     ngx_str_t              *prefix;
     ngx_http_quota_incr_t   incr;
@@ -115,6 +116,7 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
     prefix = &ngx_http_quota_redis_conf(rd)->prefix;
     rows = PQntuples(res);
     total = 0;
+    added = 0;
 
     /* one key a write: rows may be of different hash tags */
 
@@ -132,13 +134,14 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
 
         ngx_http_quota_redis_write(rd, &incr, 1, NULL, 0);
         total += incr.delta;
+        added++;
     }
 
-    if (rows) {
+    if (added) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "quota: %L (micro-dollars, requests and tokens) of "
                       "ledger rows that arrived after their counters were "
-                      "restored added to %d counters", total, rows);
+                      "restored added to %d counters", total, added);
     }
 }
 
@@ -147,6 +150,19 @@ void
 ngx_http_quota_owed_written(void *data, PGresult *res)
 {
     ngx_http_quota_main_conf_t  *qmcf = data;
+
+    int  i;
+
+    /* record_batch's row of the alerts the batch raised */
+
+    for (i = PQntuples(res) - 1; i >= 0 && PQnfields(res) > 6; i--) {
+        if (ngx_strcmp(PQgetvalue(res, i, 1), "alerts") == 0) {
+            ngx_http_quota_metrics_alerts((ngx_uint_t)
+                ngx_atoof((u_char *) PQgetvalue(res, i, 6),
+                          PQgetlength(res, i, 6)));
+            break;
+        }
+    }
 
     if (qmcf->redis_store && PQntuples(res)) {
         ngx_http_quota_owed_apply(qmcf->redis_store, qmcf->zones, res,

@@ -374,6 +374,11 @@ quota_metrics_ledger(quota_metrics_out_t *o, const quota_metrics_snapshot_t *s)
     quota_metrics_counter(o, "nginx_quota_restores_total",
                           "Counters of a hash tag restored from the ledger "
                           "into Redis.", s->restores);
+
+    quota_metrics_counter(o, "nginx_quota_alerts_total",
+                          "Alerts (quota.alerts rows) raised by this node's "
+                          "ledger batches; summed over nodes, every alert "
+                          "once.", s->alerts);
 }
 
 

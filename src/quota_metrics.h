@@ -79,6 +79,7 @@ typedef struct {
     int64_t                  spool_bytes;
     uint64_t                 rows[QUOTA_METRICS_ROWS_RESULTS];
     uint64_t                 restores;
+    uint64_t                 alerts;
 
     int64_t                  limits_loaded;
     int64_t                  throttle;   /* ppm */

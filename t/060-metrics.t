@@ -21,6 +21,7 @@ my $CONFIG = <<'_EOC_';
         quota           fixed;
         quota_scope     tenant $http_x_tenant_id;
         quota_limit     tenant 10 day;
+        quota_alert     50 100;
         quota_estimate  $http_x_estimate;
         proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
     }
@@ -68,6 +69,7 @@ subtest 'a scrape before any request: every family, zeros' => sub {
     ok(wait_for(sub { m1('nginx_quota_postgres_up') == 1 }, 10), 'PostgreSQL is up');
     for my $f (qw(nginx_quota_redis_errors_total nginx_quota_ledger_queue_rows
                   nginx_quota_ledger_spool_bytes nginx_quota_restores_total
+                  nginx_quota_alerts_total
                   nginx_quota_limits_loaded nginx_quota_redis_roundtrip_seconds_count)) {
         ok(exists $s->{$f}, "$f is there");
     }
@@ -121,6 +123,14 @@ subtest 'ledger rows counted as PostgreSQL has them' => sub {
     is($s->{'nginx_quota_ledger_queue_rows'}, 0, 'none waiting in memory');
     is($s->{'nginx_quota_ledger_spool_bytes'}, 0, 'none in the spool');
     is($s->{'nginx_quota_ledger_rows_total{result="lost"}'}, 0, 'none lost');
+};
+
+
+subtest 'alerts counted by the batches that raised them' => sub {
+    # $10 of a $10 day crossed 50 % and 100 %
+    is(psql('SELECT count(*) FROM quota.alerts'), 2, 'two alerts in quota.alerts');
+    ok(wait_for(sub { (m1('nginx_quota_alerts_total') // 0) == 2 }, 5),
+       'nginx_quota_alerts_total 2') or diag(m1('nginx_quota_alerts_total'));
 };
 
 

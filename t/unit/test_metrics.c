@@ -258,6 +258,7 @@ test_ledger_and_throttle(void **state)
     s.rows[QUOTA_METRICS_ROWS_WRITTEN] = 10;
     s.rows[QUOTA_METRICS_ROWS_SPOOLED] = 2;
     s.restores = 3;
+    s.alerts = 2;
     s.throttle = 500000;
 
     text = render(&s);
@@ -273,6 +274,8 @@ test_ledger_and_throttle(void **state)
                                  "{result=\"replayed\"} 0\n"));
     assert_non_null(strstr(text, "# TYPE nginx_quota_restores_total counter\n"
                                  "nginx_quota_restores_total 3\n"));
+    assert_non_null(strstr(text, "# TYPE nginx_quota_alerts_total counter\n"
+                                 "nginx_quota_alerts_total 2\n"));
     assert_non_null(strstr(text, "\nnginx_quota_throttle_factor 0.5\n"));
     assert_null(strstr(text, "redis"));
     assert_null(strstr(text, "limits_loaded"));
