@@ -38,6 +38,17 @@ is(statuses($second), '200 429 429', 'the same requests, the same answers');
 like($second, qr/^\s*allowed\s*\|/m, 'its ledger holds its own rows');
 unlike($second, qr/acme\/alice \| day\s*\|\s*5\.0/, 'not the limit the first one raised');
 
+# support's command line on the demo's own data
+my $db = "host=127.0.0.1 port=$ENV{DEMO_PG_PORT} user=postgres dbname=quota";
+my $status = `scripts/quotactl --db '$db' status tenant=acme/user=alice 2>&1`;
+like($status, qr/llm\s*\|\s*day\s*\|\s*usd\s*\|\s*1\.0+\s*\|/,
+     'quotactl status: alice\'s $1 a day') or diag($status);
+my $history = `scripts/quotactl --db '$db' --json history tenant=acme 2>&1`;
+is(scalar(() = $history =~ /"decision"/g), 3, 'quotactl history: the demo\'s three requests')
+  or diag($history);
+like(`scripts/quotactl --db '$db' top 2>&1`, qr/tenant=acme/, 'quotactl top');
+like(`scripts/quotactl --db '$db' over 0 2>&1`, qr/tenant=acme/, 'quotactl over');
+
 my $dir = readlink('build/demo') // 'build/demo';
 ($rc, my $stopped) = demo('stop');
 is($rc, 0, 'demo stop') or diag($stopped);
