@@ -54,6 +54,10 @@ is(`cat $dir/root/usr/share/nginx/modules-available/mod-http-quota.conf`,
    "load_module modules/ngx_http_quota_module.so;\n",
    'the snippet modules-enabled links to loads it from Debian\'s module directory');
 
+system('dpkg-deb', '-e', $deb, "$dir/control") == 0 or BAIL_OUT('dpkg-deb -e failed');
+like(`cat $dir/control/postinst`, qr{mod-http-quota\.conf:50-mod-http-quota\.conf.*/etc/nginx/modules-enabled}s,
+     'installing it links the snippet into /etc/nginx/modules-enabled, as Debian\'s own modules');
+
 subtest 'the packaged module passes nginx -t' => sub {
     mkdir "$dir/logs";
     open my $fh, '>', "$dir/nginx.conf" or die $!;
