@@ -183,6 +183,27 @@ subtest 'support sets a token limit with one INSERT' => sub {
 };
 
 
+subtest 'counters lost in Redis come back from the ledger in every unit' => sub {
+    my %before = (tok => get([tenant => 'acme'], 'day', 'tok'),
+                  usd => get([tenant => 'acme'], 'day'));
+    redis_cmd('FLUSHALL');
+    # a request of another user of acme: the tag's counters are restored first
+    my $res = ask('/mixed', 'acme', 'carol', 100);
+    is($res->{status}, 200, 'admitted after FLUSHALL');
+    ok(rows_in('acme', 5), 'its row in the ledger');
+    ok(wait_for(sub { get([tenant => 'acme'], 'day', 'tok') == $before{tok} + 50 }, 5),
+       'tokens: the ledger\'s and this request\'s') or diag(get([tenant => 'acme'], 'day', 'tok'));
+    is(get([tenant => 'acme'], 'day'), $before{usd} + $COST, 'money: the same');
+    is(get([tenant => 'acme', user => 'bob'], 'minute', 'req'),
+       ledger_amount('tenant=acme/user=bob', 'minute', 'req'),
+       'requests: bob\'s minute as the ledger has it');
+    is(ledger_amount('tenant=acme', 'day', 'tok'), get([tenant => 'acme'], 'day', 'tok'),
+       'Redis equals the ledger in tokens');
+    is(ledger_amount('tenant=acme', 'day', 'usd'), get([tenant => 'acme'], 'day'),
+       'and in money');
+};
+
+
 subtest 'nginx -t' => sub {
     for my $case (['tenant 60reqs minute', qr/quota_limit: invalid amount "60reqs", expected US dollars .*requests such as 60req or tokens such as 2000000tok/],
                   ['tenant 1.5req minute', qr/invalid amount "1\.5req"/]) {
