@@ -480,7 +480,7 @@ ngx_http_quota_init_process(ngx_cycle_t *cycle)
         qmcf->restore = ngx_http_quota_restore_create(cycle,
                                                       &qmcf->pg_conninfo,
                                                       qmcf->redis_store,
-                                                      qmcf->zones);
+                                                      qmcf);
         if (qmcf->restore == NULL) {
             return NGX_ERROR;
         }

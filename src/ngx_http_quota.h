@@ -380,6 +380,8 @@ ngx_http_quota_zone_t *ngx_http_quota_zone_load(ngx_conf_t *cf,
     ngx_str_t *name);
 ngx_http_quota_zone_t *ngx_http_quota_zone_find(ngx_array_t *zones,
     u_char *name, size_t len);
+ngx_http_quota_zone_t *ngx_http_quota_zone_named(
+    ngx_http_quota_main_conf_t *qmcf, u_char *name, size_t len);
 ngx_uint_t ngx_http_quota_zone_is_utc(quota_tz_t *tz);
 ngx_int_t ngx_http_quota_key_zone(ngx_http_request_t *r,
     ngx_http_quota_key_t *k, ngx_str_t *prefix, ngx_str_t *meter,

@@ -101,7 +101,8 @@ ngx_int_t ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
  * ngx_http_quota_epoch_restored()
  */
 ngx_http_quota_restore_t *ngx_http_quota_restore_create(ngx_cycle_t *cycle,
-    ngx_str_t *conninfo, ngx_http_quota_redis_t *rd, ngx_array_t *zones);
+    ngx_str_t *conninfo, ngx_http_quota_redis_t *rd,
+    ngx_http_quota_main_conf_t *qmcf);
 void ngx_http_quota_restore_destroy(ngx_http_quota_restore_t *rs);
 void ngx_http_quota_restore_start(ngx_http_quota_restore_t *rs,
     ngx_http_quota_epoch_t *e);

@@ -563,6 +563,40 @@ ngx_http_quota_limits_building(ngx_shm_zone_t *zone, ngx_uint_t id)
 }
 
 
+/* a zone of the table by name, for windows the ledger names; NULL: none */
+
+ngx_http_quota_zone_t *
+ngx_http_quota_limits_zone_named(ngx_shm_zone_t *zone, u_char *name,
+    size_t len)
+{
+    ngx_uint_t                    i;
+    ngx_http_quota_zone_t        *z, *found;
+    ngx_http_quota_limits_ctx_t  *ctx;
+
+    ctx = zone->data;
+    found = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /* entries are never taken out: what is found stays valid */
+
+    for (i = 0; i < ctx->sh->nzones; i++) {
+        z = &ctx->sh->zones[i];
+
+        if (z->tz && z->name.len == len
+            && ngx_memcmp(z->name.data, name, len) == 0)
+        {
+            found = z;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return found;
+}
+
+
 ngx_int_t
 ngx_http_quota_limits_put(ngx_http_quota_limits_set_t *set, u_char *key,
     size_t len, int64_t limit, ngx_uint_t enabled, ngx_uint_t zone)

@@ -40,6 +40,10 @@ ngx_uint_t ngx_http_quota_limits_count(ngx_shm_zone_t *zone);
 ngx_int_t ngx_http_quota_limits_lookup(ngx_shm_zone_t *zone, ngx_str_t *key,
     int64_t *limit, ngx_http_quota_zone_t **tz);
 
+/* a zone quota.cost_quotas rows named, by name; NULL: none */
+ngx_http_quota_zone_t *ngx_http_quota_limits_zone_named(ngx_shm_zone_t *zone,
+    u_char *name, size_t len);
+
 /* for the loader: a zone's index for put(), 0 if it cannot be had */
 ngx_uint_t ngx_http_quota_limits_zone_id(ngx_shm_zone_t *zone, u_char *name,
     size_t len, ngx_log_t *log);

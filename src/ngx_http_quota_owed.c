@@ -10,7 +10,7 @@
 
 ngx_int_t
 ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
-    ngx_array_t *zones, int64_t epoch, u_char *key,
+    ngx_http_quota_main_conf_t *qmcf, int64_t epoch, u_char *key,
     ngx_http_quota_incr_t *incr)
 {
     u_char                 *p, *last, *meter, *path;
@@ -59,7 +59,7 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
         }
 
         if (tzlen && ngx_strcmp(tz_name, "UTC") != 0) {
-            zone = ngx_http_quota_zone_find(zones, (u_char *) tz_name, tzlen);
+            zone = ngx_http_quota_zone_named(qmcf, (u_char *) tz_name, tzlen);
             if (zone == NULL) {
                 return NGX_DECLINED;
             }
@@ -100,7 +100,8 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
 
 
 void
-ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
+ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd,
+    ngx_http_quota_main_conf_t *qmcf,
     PGresult *res, ngx_log_t *log)
 {
     int                     i, rows, added;
@@ -125,7 +126,7 @@ ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd, ngx_array_t *zones,
                           PQgetlength(res, i, 0));
 
         if (epoch <= 0
-            || ngx_http_quota_owed_incr(res, i, 1, prefix, zones, epoch, key,
+            || ngx_http_quota_owed_incr(res, i, 1, prefix, qmcf, epoch, key,
                                         &incr)
                != NGX_OK)
         {
@@ -165,7 +166,7 @@ ngx_http_quota_owed_written(void *data, PGresult *res)
     }
 
     if (qmcf->redis_store && PQntuples(res)) {
-        ngx_http_quota_owed_apply(qmcf->redis_store, qmcf->zones, res,
+        ngx_http_quota_owed_apply(qmcf->redis_store, qmcf, res,
                                   ngx_cycle->log);
     }
 }

@@ -23,10 +23,11 @@
  * the increment for row `row` of res, its window's columns from `col` on;
  * key is NGX_HTTP_QUOTA_OWED_KEY_MAX bytes.  NGX_OK; NGX_DONE: nothing to
  * add; NGX_DECLINED: not a window this module writes, or of a zone
- * the configuration no longer names
+ * neither the configuration nor a quota.cost_quotas row names now
  */
 ngx_int_t ngx_http_quota_owed_incr(PGresult *res, int row, int col,
-    ngx_str_t *prefix, ngx_array_t *zones, int64_t epoch, u_char *key,
+    ngx_str_t *prefix, ngx_http_quota_main_conf_t *qmcf, int64_t epoch,
+    u_char *key,
     ngx_http_quota_incr_t *incr);
 
 /*
@@ -34,7 +35,7 @@ ngx_int_t ngx_http_quota_owed_incr(PGresult *res, int row, int col,
  * counters of that epoch, kept while Redis cannot take it
  */
 void ngx_http_quota_owed_apply(ngx_http_quota_redis_t *rd,
-    ngx_array_t *zones, PGresult *res, ngx_log_t *log);
+    ngx_http_quota_main_conf_t *qmcf, PGresult *res, ngx_log_t *log);
 
 /* the ledger's hook for each batch written; data is the main conf */
 void ngx_http_quota_owed_written(void *data, PGresult *res);

@@ -37,7 +37,7 @@ typedef struct {
 struct ngx_http_quota_restore_s {
     ngx_http_quota_pg_t            *pg;
     ngx_http_quota_redis_t         *rd;
-    ngx_array_t                    *zones;       /* of the configuration */
+    ngx_http_quota_main_conf_t     *conf;        /* its time zones */
     ngx_log_t                      *log;
 
     ngx_queue_t                     waiting;     /* jobs wanting a query */
@@ -61,7 +61,7 @@ static void ngx_http_quota_restore_end(ngx_http_quota_restore_job_t *job,
 
 ngx_http_quota_restore_t *
 ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
-    ngx_http_quota_redis_t *rd, ngx_array_t *zones)
+    ngx_http_quota_redis_t *rd, ngx_http_quota_main_conf_t *qmcf)
 {
     ngx_http_quota_restore_t  *rs;
 
@@ -77,7 +77,7 @@ ngx_http_quota_restore_create(ngx_cycle_t *cycle, ngx_str_t *conninfo,
     }
 
     rs->rd = rd;
-    rs->zones = zones;
+    rs->conf = qmcf;
     rs->log = cycle->log;
 
     ngx_queue_init(&rs->waiting);
@@ -254,7 +254,7 @@ ngx_http_quota_restore_write(ngx_http_quota_restore_job_t *job,
 
     for (i = 0, k = 0; i < rows; i++) {
 
-        switch (ngx_http_quota_owed_incr(res, i, 0, prefix, job->rs->zones,
+        switch (ngx_http_quota_owed_incr(res, i, 0, prefix, job->rs->conf,
                                          epoch, keys[k], &incr[k]))
         {
         case NGX_OK:

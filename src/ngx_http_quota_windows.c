@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_quota.h"
+#include "ngx_http_quota_limits.h"
 #include "quota_epoch.h"
 
 
@@ -126,6 +127,27 @@ ngx_http_quota_zone_find(ngx_array_t *zones, u_char *name, size_t len)
     }
 
     return NULL;
+}
+
+
+/*
+ * A zone by name: one the configuration names, else one a row of
+ * quota.cost_quotas gave a scope id (in the limits zone's table)
+ */
+
+ngx_http_quota_zone_t *
+ngx_http_quota_zone_named(ngx_http_quota_main_conf_t *qmcf, u_char *name,
+    size_t len)
+{
+    ngx_http_quota_zone_t  *z;
+
+    z = ngx_http_quota_zone_find(qmcf->zones, name, len);
+
+    if (z == NULL && qmcf->limits_zone) {
+        z = ngx_http_quota_limits_zone_named(qmcf->limits_zone, name, len);
+    }
+
+    return z;
 }
 
 

@@ -193,6 +193,11 @@ subtest 'counters lost in Redis come back under the zone\'s key' => sub {
     ok(wait_for(sub { (redis_cmd('GET', key('tokyo-t', 'day', 'Asia/Tokyo')) // 0)
                       == 6_000_000 }, 5),
        'the $6 restored to the Tokyo key');
+    is(get('tokyo', 'berlin', 1)->{status}, 200, 'the Berlin tenant after FLUSHALL');
+    ok(wait_for(sub { (redis_cmd('GET', key('berlin', 'day', 'Europe/Berlin')) // 0)
+                      == 18_000_000 }, 5),
+       'its $17 restored to the key of its own zone, the zone of its cost_quotas row')
+      or diag(redis_cmd('GET', key('berlin', 'day', 'Europe/Berlin')));
     is(get('tokyo', 'tokyo-t', 4)->{status}, 200, 'the $4 left can be spent');
     ok(rows_in('tokyo-t', 4), 'all rows in');
     is(redis_cmd('GET', key('tokyo-t', 'day', 'Asia/Tokyo')),
