@@ -386,6 +386,9 @@ ngx_uint_t ngx_http_quota_zone_is_utc(quota_tz_t *tz);
 ngx_int_t ngx_http_quota_key_zone(ngx_http_request_t *r,
     ngx_http_quota_key_t *k, ngx_str_t *prefix, ngx_str_t *meter,
     ngx_http_quota_zone_t *zone, time_t now);
+u_char *ngx_http_quota_counter_tail(u_char *dst, u_char *meter,
+    size_t meter_len, quota_period_e period, quota_unit_e unit,
+    ngx_http_quota_zone_t *zone, int64_t start);
 ngx_http_quota_window_t *ngx_http_quota_rule_window(
     ngx_http_quota_rule_t *rule, ngx_str_t *meter, time_t now);
 int64_t ngx_http_quota_counted(ngx_http_quota_ctx_t *ctx, quota_unit_e unit,

@@ -21,7 +21,6 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
     ngx_int_t               period;
     quota_unit_e            unit;
     ngx_http_quota_zone_t  *zone;
-    char                    label[QUOTA_PERIOD_LABEL_MAX];
 
     period = quota_period_parse(PQgetvalue(res, row, col),
                                 PQgetlength(res, row, col));
@@ -83,11 +82,8 @@ ngx_http_quota_owed_incr(PGresult *res, int row, int col, ngx_str_t *prefix,
         return NGX_DECLINED;
     }
 
-    p = quota_key_counter_tail(p + n, meter, mlen, period, unit,
-                               zone ? (char *) zone->name.data : NULL,
-                               zone ? zone->name.len : 0, label,
-                               quota_tz_label(zone ? zone->tz : NULL, period,
-                                              start, label));
+    p = ngx_http_quota_counter_tail(p + n, meter, mlen, period, unit, zone,
+                                    start);
     p = quota_epoch_suffix(p, epoch);
 
     incr->key.data = key;

@@ -564,14 +564,8 @@ static ngx_uint_t
 ngx_http_quota_reserve_tighter(ngx_http_quota_key_t *a,
     ngx_http_quota_key_t *b)
 {
-    __int128  l, r;
-
-    l = (__int128) ngx_max(a->limit - a->value, 0)
-        * ngx_max(b->estimate, 1);
-    r = (__int128) ngx_max(b->limit - b->value, 0)
-        * ngx_max(a->estimate, 1);
-
-    return l < r;
+    return quota_rl_fewer_left(a->limit - a->value, a->estimate,
+                               b->limit - b->value, b->estimate) < 0;
 }
 
 

@@ -11,16 +11,18 @@
 #include "quota_epoch.h"
 
 
+static void ngx_http_quota_zone_window(ngx_http_quota_zone_t **zone,
+    quota_period_e period, int64_t t, int64_t *start, int64_t *end);
 static u_char *ngx_http_quota_key_rename(ngx_http_request_t *r,
     ngx_str_t *key, size_t *base, size_t path, ngx_str_t *meter,
-    ngx_http_quota_key_t *k, ngx_http_quota_zone_t *zone, int64_t start);
+    ngx_http_quota_key_t *k, int64_t start);
 
 
 /*
  * The zone name names, loaded for the configuration being read and
  * shared by every limit that names it; NULL with the reason logged.
- * A zone that is UTC all along (UTC, Etc/UTC, Zulu) is no zone at all:
- * its limits keep the counters and rows of UTC limits.
+ * A zone that is UTC all along (UTC, Etc/UTC, Zulu) has no tz: it is no
+ * zone at all, and its limits keep the counters and rows of UTC limits.
  */
 
 ngx_http_quota_zone_t *
@@ -30,8 +32,6 @@ ngx_http_quota_zone_load(ngx_conf_t *cf, ngx_str_t *name)
     ngx_http_quota_zone_t       *z;
     ngx_http_quota_main_conf_t  *qmcf;
     char                         err[256];
-
-    static ngx_http_quota_zone_t  utc;
 
     qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_quota_module);
 
@@ -49,7 +49,7 @@ ngx_http_quota_zone_load(ngx_conf_t *cf, ngx_str_t *name)
         if (z[i].name.len == name->len
             && ngx_strncmp(z[i].name.data, name->data, name->len) == 0)
         {
-            return z[i].tz ? &z[i] : &utc;
+            return &z[i];
         }
     }
 
@@ -89,7 +89,6 @@ ngx_http_quota_zone_load(ngx_conf_t *cf, ngx_str_t *name)
 
     if (ngx_http_quota_zone_is_utc(z->tz)) {
         z->tz = NULL;
-        return &utc;
     }
 
     return z;
@@ -152,6 +151,42 @@ ngx_http_quota_zone_named(ngx_http_quota_main_conf_t *qmcf, u_char *name,
 
 
 /*
+ * The window of period that holds t: local to the zone for a day, week
+ * or month, else (and with no zone) the UTC one.  A zone it does not
+ * apply to is taken out, so that the key is a UTC counter's.
+ */
+
+static void
+ngx_http_quota_zone_window(ngx_http_quota_zone_t **zone,
+    quota_period_e period, int64_t t, int64_t *start, int64_t *end)
+{
+    if (*zone && quota_tz_window((*zone)->tz, period, t, start, end) == 0) {
+        return;
+    }
+
+    *zone = NULL;
+    quota_period_window(period, t, start, end);
+}
+
+
+/* ":meter:period[.unit][@zone]:label" of the window that starts at start */
+
+u_char *
+ngx_http_quota_counter_tail(u_char *dst, u_char *meter, size_t meter_len,
+    quota_period_e period, quota_unit_e unit, ngx_http_quota_zone_t *zone,
+    int64_t start)
+{
+    char  label[QUOTA_PERIOD_LABEL_MAX];
+
+    return quota_key_counter_tail(dst, meter, meter_len, period, unit,
+                                  zone ? (char *) zone->name.data : NULL,
+                                  zone ? zone->name.len : 0, label,
+                                  quota_tz_label(zone ? zone->tz : NULL,
+                                                 period, start, label));
+}
+
+
+/*
  * The rule's current window and key tail.  Every request of a second
  * shares them: they are worked out again only when the clock moves on.
  */
@@ -161,12 +196,8 @@ ngx_http_quota_rule_window(ngx_http_quota_rule_t *rule, ngx_str_t *meter,
     time_t now)
 {
     int64_t                   start, end, prev, prev_end;
-    quota_tz_t               *tz;
-    ngx_str_t                *zone;
+    ngx_http_quota_zone_t    *zone;
     ngx_http_quota_window_t  *w;
-    char                      label[QUOTA_PERIOD_LABEL_MAX];
-
-    static ngx_str_t  utc = ngx_null_string;
 
     w = rule->window;
 
@@ -174,34 +205,18 @@ ngx_http_quota_rule_window(ngx_http_quota_rule_t *rule, ngx_str_t *meter,
         return w;
     }
 
-    tz = rule->zone ? rule->zone->tz : NULL;
-    zone = rule->zone ? &rule->zone->name : &utc;
-
-    if (tz == NULL || quota_tz_window(tz, rule->period, now, &start, &end)
-                      != 0)
-    {
-        tz = NULL;
-        quota_period_window(rule->period, now, &start, &end);
-        quota_period_window(rule->period, start - 1, &prev, &prev_end);
-
-    } else {
-        (void) quota_tz_window(tz, rule->period, start - 1, &prev,
+    zone = rule->zone;
+    ngx_http_quota_zone_window(&zone, rule->period, now, &start, &end);
+    ngx_http_quota_zone_window(&zone, rule->period, start - 1, &prev,
                                &prev_end);
-    }
 
-    w->len = quota_key_counter_tail(w->tail, meter->data, meter->len,
-                                    rule->period, rule->unit,
-                                    (char *) zone->data, zone->len, label,
-                                    quota_tz_label(tz, rule->period, start,
-                                                   label))
+    w->len = ngx_http_quota_counter_tail(w->tail, meter->data, meter->len,
+                                         rule->period, rule->unit, zone,
+                                         start)
              - w->tail;
-
-    w->prev_len = quota_key_counter_tail(w->prev_tail, meter->data,
-                                         meter->len, rule->period, rule->unit,
-                                         (char *) zone->data, zone->len,
-                                         label,
-                                         quota_tz_label(tz, rule->period,
-                                                        prev, label))
+    w->prev_len = ngx_http_quota_counter_tail(w->prev_tail, meter->data,
+                                              meter->len, rule->period,
+                                              rule->unit, zone, prev)
                   - w->prev_tail;
 
     w->start = (time_t) start;
@@ -233,12 +248,7 @@ ngx_http_quota_key_zone(ngx_http_request_t *r, ngx_http_quota_key_t *k,
         return NGX_OK;
     }
 
-    if (zone == NULL
-        || quota_tz_window(zone->tz, k->period, now, &start, &end) != 0)
-    {
-        zone = NULL;
-        quota_period_window(k->period, now, &start, &end);
-    }
+    ngx_http_quota_zone_window(&zone, k->period, now, &start, &end);
 
     colon = ngx_strlchr(k->key.data + prefix->len, k->key.data + k->base,
                         ':');
@@ -249,7 +259,7 @@ ngx_http_quota_key_zone(ngx_http_request_t *r, ngx_http_quota_key_t *k,
     path = colon - k->key.data;
     k->zone = zone;
 
-    if (ngx_http_quota_key_rename(r, &k->key, &k->base, path, meter, k, zone,
+    if (ngx_http_quota_key_rename(r, &k->key, &k->base, path, meter, k,
                                   start)
         == NULL)
     {
@@ -257,16 +267,11 @@ ngx_http_quota_key_zone(ngx_http_request_t *r, ngx_http_quota_key_t *k,
     }
 
     if (k->reads_prev) {
-        if (zone == NULL
-            || quota_tz_window(zone->tz, k->period, start - 1, &prev,
-                               &prev_end)
-               != 0)
-        {
-            quota_period_window(k->period, start - 1, &prev, &prev_end);
-        }
+        ngx_http_quota_zone_window(&zone, k->period, start - 1, &prev,
+                                   &prev_end);
 
         if (ngx_http_quota_key_rename(r, &k->prev_key, &k->prev_base, path,
-                                      meter, k, zone, prev)
+                                      meter, k, prev)
             == NULL)
         {
             return NGX_ERROR;
@@ -281,17 +286,19 @@ ngx_http_quota_key_zone(ngx_http_request_t *r, ngx_http_quota_key_t *k,
 }
 
 
+/* the key's prefix and scope path, then the tail of k's window at start */
+
 static u_char *
 ngx_http_quota_key_rename(ngx_http_request_t *r, ngx_str_t *key,
     size_t *base, size_t path, ngx_str_t *meter, ngx_http_quota_key_t *k,
-    ngx_http_quota_zone_t *zone, int64_t start)
+    int64_t start)
 {
     u_char  *p;
-    char     label[QUOTA_PERIOD_LABEL_MAX];
 
     p = ngx_pnalloc(r->pool, path
                     + quota_key_counter_tail_len(meter->len,
-                                                 zone ? zone->name.len : 0)
+                                                 k->zone ? k->zone->name.len
+                                                         : 0)
                     + QUOTA_EPOCH_SUFFIX_MAX);
     if (p == NULL) {
         return NULL;
@@ -300,12 +307,8 @@ ngx_http_quota_key_rename(ngx_http_request_t *r, ngx_str_t *key,
     ngx_memcpy(p, key->data, path);
     key->data = p;
 
-    p = quota_key_counter_tail(p + path, meter->data, meter->len, k->period,
-                               k->unit,
-                               zone ? (char *) zone->name.data : NULL,
-                               zone ? zone->name.len : 0, label,
-                               quota_tz_label(zone ? zone->tz : NULL,
-                                              k->period, start, label));
+    p = ngx_http_quota_counter_tail(p + path, meter->data, meter->len,
+                                    k->period, k->unit, k->zone, start);
 
     *base = p - key->data;
     key->len = *base;

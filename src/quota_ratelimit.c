@@ -87,16 +87,16 @@ quota_rl_policy(char *buf, size_t size, const quota_rl_item_t *items,
 }
 
 
-/* remaining / cost of a against b's, exactly: -1, 0 or 1 */
-static int
-quota_rl_compare(const quota_rl_item_t *a, const quota_rl_item_t *b)
+int
+quota_rl_fewer_left(int64_t remaining_a, int64_t cost_a, int64_t remaining_b,
+    int64_t cost_b)
 {
     __int128  l, r;
 
-    l = (__int128) (a->remaining > 0 ? a->remaining : 0)
-        * (b->cost > 0 ? b->cost : 1);
-    r = (__int128) (b->remaining > 0 ? b->remaining : 0)
-        * (a->cost > 0 ? a->cost : 1);
+    l = (__int128) (remaining_a > 0 ? remaining_a : 0)
+        * (cost_b > 0 ? cost_b : 1);
+    r = (__int128) (remaining_b > 0 ? remaining_b : 0)
+        * (cost_a > 0 ? cost_a : 1);
 
     return l < r ? -1 : l > r;
 }
@@ -111,7 +111,8 @@ quota_rl_least(const quota_rl_item_t *items, size_t n)
     least = 0;
 
     for (i = 1; i < n; i++) {
-        c = quota_rl_compare(&items[i], &items[least]);
+        c = quota_rl_fewer_left(items[i].remaining, items[i].cost,
+                                items[least].remaining, items[least].cost);
 
         /* of two limits with as little left, the later reset binds */
         if (c < 0 || (c == 0 && items[i].reset > items[least].reset)) {

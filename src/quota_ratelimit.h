@@ -50,6 +50,14 @@ size_t quota_rl_policy(char *buf, size_t size, const quota_rl_item_t *items,
 size_t quota_rl_state(char *buf, size_t size, const quota_rl_item_t *items,
     size_t n);
 
+/*
+ * -1, 0 or 1 as limit a has fewer, as many or more requests of its cost
+ * left than b (remaining / cost, exactly; a cost <= 0 counts as 1, a
+ * negative remaining as 0): how limits of different units compare
+ */
+int quota_rl_fewer_left(int64_t remaining_a, int64_t cost_a,
+    int64_t remaining_b, int64_t cost_b);
+
 /* the index of the item quota_rl_state() reports */
 size_t quota_rl_least(const quota_rl_item_t *items, size_t n);
 

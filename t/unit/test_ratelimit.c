@@ -204,6 +204,13 @@ test_units_named_and_compared_by_requests_left(void **state)
                 "\"user-day-tok\";q=2000000;w=86400");
     check_value(quota_rl_state, items, 3, "\"user-minute-req\";r=2;t=20");
 
+    /* exactly, with no overflow at the largest amounts */
+    assert_int_equal(quota_rl_fewer_left(2, 1, 1500000, 500000), -1);
+    assert_int_equal(quota_rl_fewer_left(3, 1, 1500000, 500000), 0);
+    assert_int_equal(quota_rl_fewer_left(-5, 1, 0, 7), 0);
+    assert_int_equal(quota_rl_fewer_left(INT64_MAX, INT64_MAX,
+                                         INT64_MAX - 1, INT64_MAX), 1);
+
     /* no cost: counted as 1 of the unit, so plenty left */
     items[1].remaining = 5;
     items[2].cost = 0;
