@@ -301,6 +301,7 @@ typedef struct {
     ngx_uint_t                   ninflight;
     ngx_uint_t                   crowded;        /* index into inflight */
     ngx_str_t                    member;         /* the request, in them */
+    ngx_str_t                    id;             /* its ledger request_id */
     ngx_uint_t                   tightest;       /* index into keys */
     ngx_uint_t                   denied;         /* index into keys */
     time_t                       retry_after;    /* when denied */
@@ -460,6 +461,8 @@ ngx_int_t ngx_http_quota_add_variables(ngx_conf_t *cf);
 int64_t ngx_http_quota_actual(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 void ngx_http_quota_settle(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx);
+ngx_int_t ngx_http_quota_request_id(ngx_http_request_t *r,
+    ngx_http_quota_ctx_t *ctx, ngx_str_t **id);
 
 
 #endif /* _NGX_HTTP_QUOTA_H_INCLUDED_ */

@@ -22,12 +22,23 @@
 #include "ngx_http_quota_epoch.h"
 #include "ngx_http_quota_metrics.h"
 #include "quota_row.h"
+#include "quota_reqid.h"
+
+#if (NGX_LINUX)
+#include <sys/random.h>
+#endif
 
 
 static int64_t ngx_http_quota_reported(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx, ngx_msec_t elapsed);
 static ngx_uint_t ngx_http_quota_upstream(ngx_http_request_t *r,
     ngx_msec_t *elapsed, ngx_uint_t *answered);
+static void ngx_http_quota_request_id_init(void);
+
+
+/* the worker's request ids: its fixed part and its counter */
+static quota_reqid_t  ngx_http_quota_reqid;
+static ngx_pid_t      ngx_http_quota_reqid_pid;
 static void ngx_http_quota_settle_redis(ngx_http_request_t *r,
     ngx_http_quota_ctx_t *ctx);
 
@@ -325,36 +336,25 @@ ngx_http_quota_counted(ngx_http_quota_ctx_t *ctx, quota_unit_e unit,
 static void
 ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    u_char                      *id;
     ngx_str_t                    model;
     char                        *json;
     size_t                       len, size;
     ngx_uint_t                   i;
     quota_row_t                  row;
-    ngx_http_variable_value_t   *rid;
+    ngx_str_t                   *id;
     ngx_http_quota_main_conf_t  *qmcf;
     quota_row_limit_t            limits[NGX_HTTP_QUOTA_MAX_KEYS];
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
 
-    rid = ngx_http_get_indexed_variable(r, qmcf->request_id);
-
-    if (rid == NULL || rid->not_found) {
-        return;
-    }
-
-    /* unique across hosts: the host name, then nginx's random id */
-
-    id = ngx_pnalloc(r->pool, ngx_cycle->hostname.len + 1 + rid->len);
-    if (id == NULL) {
+    if (ngx_http_quota_request_id(r, ctx, &id) != NGX_OK) {
         return;
     }
 
     ngx_memzero(&row, sizeof(quota_row_t));
 
-    row.request_id = id;
-    row.request_id_len = ngx_sprintf(id, "%V:%*s", &ngx_cycle->hostname,
-                                     (size_t) rid->len, rid->data) - id;
+    row.request_id = id->data;
+    row.request_id_len = id->len;
     row.host = ngx_cycle->hostname.data;
     row.host_len = ngx_cycle->hostname.len;
     row.meter = ctx->conf->meter.data;
@@ -437,4 +437,67 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json, len);
+}
+
+
+/*
+ * The request's id, made once and kept in its context: its ledger row's
+ * request_id, and what the throttle draws on.  A counter appended to a
+ * part the worker wrote once (quota_reqid.h says why it is unique), where
+ * nginx's $request_id calls RAND_bytes() for every request.
+ */
+
+ngx_int_t
+ngx_http_quota_request_id(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx,
+    ngx_str_t **id)
+{
+    if (ctx->id.len == 0) {
+
+        /* the first id of this process: a forked one starts its own */
+
+        if (ngx_http_quota_reqid_pid != ngx_pid) {
+            ngx_http_quota_request_id_init();
+        }
+
+        ctx->id.data = ngx_pnalloc(r->pool, ngx_http_quota_reqid.len
+                                            + QUOTA_REQID_B32_MAX);
+        if (ctx->id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->id.len = quota_reqid_next(&ngx_http_quota_reqid, ctx->id.data);
+    }
+
+    *id = &ctx->id;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_quota_request_id_init(void)
+{
+    uint64_t     nonce;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    /* read once a worker; without it, the time and pid still tell apart */
+
+    nonce = 0;
+
+#if (NGX_LINUX)
+    if (getrandom(&nonce, sizeof(nonce), GRND_NONBLOCK) != sizeof(nonce)) {
+        nonce = (uint64_t) ngx_random();
+    }
+#else
+    nonce = (uint64_t) ngx_random();
+#endif
+
+    quota_reqid_init(&ngx_http_quota_reqid, ngx_cycle->hostname.data,
+                     ngx_cycle->hostname.len,
+                     (uint64_t) tp->sec * 1000 + tp->msec,
+                     (uint64_t) ngx_pid, nonce);
+
+    ngx_http_quota_reqid_pid = ngx_pid;
 }

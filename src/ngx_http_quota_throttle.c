@@ -7,7 +7,7 @@
  * This file: the directive, the shared zone the readings are kept in
  * (written by worker 0, ngx_http_quota_throttle_read.c), and what a
  * request does with them: load three words from the zone, without a
- * lock, and compare the hash of its $request_id with the factor, before
+ * lock, and compare the hash of its id with the factor, before
  * the gate asks Redis anything.
  */
 
@@ -226,16 +226,6 @@ ngx_http_quota_throttle_dir(ngx_conf_t *cf, ngx_http_quota_throttle_t *t,
 
         qmcf->throttle_zone = shm_zone;
 
-        /* requests are told apart by nginx's random id */
-
-        if (qmcf->request_id == NGX_ERROR) {
-            ngx_str_t  name = ngx_string("request_id");
-
-            qmcf->request_id = ngx_http_get_variable_index(cf, &name);
-            if (qmcf->request_id == NGX_ERROR) {
-                return NGX_CONF_ERROR;
-            }
-        }
     }
 
     d = qmcf->throttle_dirs->elts;
@@ -321,9 +311,8 @@ ngx_http_quota_throttle_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 ngx_uint_t
 ngx_http_quota_throttle_shed(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
-    uint64_t                     hash;
-    ngx_http_variable_value_t   *id;
-    ngx_http_quota_main_conf_t  *qmcf;
+    uint64_t    hash;
+    ngx_str_t  *id;
 
     if (ctx->conf->throttle == NULL) {
         return 0;
@@ -338,12 +327,13 @@ ngx_http_quota_throttle_shed(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         return 0;
     }
 
-    qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
+    /*
+     * the request's own id, hashed: ids that differ in their counter alone
+     * hash as far apart as random ones (the hash ends in a 64-bit mixer)
+     */
 
-    id = ngx_http_get_indexed_variable(r, qmcf->request_id);
-
-    hash = (id == NULL || id->not_found)
-           ? 0 : quota_throttle_hash(id->data, id->len);
+    hash = ngx_http_quota_request_id(r, ctx, &id) == NGX_OK
+           ? quota_throttle_hash(id->data, id->len) : 0;
 
     if (quota_throttle_admit(hash, ctx->throttle)) {
         return 0;

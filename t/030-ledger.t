@@ -96,6 +96,13 @@ _EOC_
 $CONF{upstream_config} =~ s/__BODY__/'x' x 2000/e;
 
 sub rows   { scalar psql(shift) }
+
+# a field of a request id: base32hex digits
+sub b32 {
+    my $v = 0;
+    $v = $v * 32 + index('0123456789abcdefghijklmnopqrstuv', $_) for split //, shift;
+    return $v;
+}
 sub events { rows("SELECT count(*) FROM quota.spend_events WHERE resource_type = '$_[0]'") }
 
 sub get {
@@ -168,6 +175,25 @@ subtest 'one row per gated request, with its decision and cost' => sub {
     is(rows(q{SELECT count(DISTINCT request_id) FROM quota.spend_events}), 9,
        'request ids are unique');
 
+    # HOST:START.PID.NONCE.SEQ in base32hex: the pid of a worker, and
+    # within each worker, counters going up from one request to the next
+    my @ids = split /\n/, rows(q{SELECT request_id FROM quota.spend_events});
+    my $host = (POSIX::uname())[1];
+    my (undef, @workers) = nginx_pids();
+    my $b32 = qr/[0-9a-v]+/;
+    is(scalar(grep { /\A\Q$host\E:$b32\.$b32\.$b32\.$b32\z/ } @ids), 9,
+       'request ids are HOST:START.PID.NONCE.SEQ') or diag("@ids");
+    my %seq;
+    for (@ids) {
+        push @{ $seq{$1} }, b32($2) if /:($b32\.$b32\.$b32)\.($b32)\z/;
+    }
+    for my $w (sort keys %seq) {
+        my $pid = b32((split /\./, $w)[1]);
+        ok((grep { $_ == $pid } @workers), "$w: the pid of a worker ($pid)")
+          or diag("@workers");
+        my @s = sort { $a <=> $b } @{ $seq{$w} };
+        is($s[-1] - $s[0], $#s, "$w: consecutive counters") or diag("@s");
+    }
     is(rows(q{SELECT limits::text FROM quota.spend_events LIMIT 1}),
        '[{"depth": 1, "period": "day", "limit_micros": 10000000}, '
        . '{"depth": 2, "period": "day", "limit_micros": 300000}, '
