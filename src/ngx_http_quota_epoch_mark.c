@@ -24,10 +24,9 @@ static void ngx_http_quota_epoch_unlock(ngx_http_quota_epoch_t *e);
 
 ngx_int_t
 ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
-    ngx_str_t *mark)
+    ngx_str_t *mark, ngx_str_t *run_id)
 {
     int64_t             epoch;
-    ngx_str_t          *run_id;
     quota_epoch_mark_e  rc;
 
     /* the marker of the epoch in force, as it was last read */
@@ -39,12 +38,9 @@ ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
         return NGX_OK;
     }
 
-    run_id = ngx_http_quota_redis_run_id(e->eps->rd);
-
     epoch = 0;
-    rc = mark->data ? quota_epoch_mark_parse(mark->data, mark->len,
-                                             run_id->data, run_id->len,
-                                             &epoch)
+    rc = mark->data ? ngx_http_quota_redis_mark_parse(e->eps->rd, mark,
+                                                      run_id, &epoch)
                     : QUOTA_EPOCH_BAD;
 
     if (rc == QUOTA_EPOCH_CURRENT && mark->len <= QUOTA_EPOCH_MARK_MAX) {
@@ -161,7 +157,7 @@ ngx_http_quota_epoch_looked(ngx_http_quota_redis_op_t *op,
     epoch = e->epoch;
     e->state = NGX_HTTP_QUOTA_EPOCH_IDLE;
 
-    if (ngx_http_quota_epoch_seen(e, epoch, &mark) == NGX_OK
+    if (ngx_http_quota_epoch_seen(e, epoch, &mark, res->run_id) == NGX_OK
         || e->state == NGX_HTTP_QUOTA_EPOCH_KNOWN)
     {
         e->state = NGX_HTTP_QUOTA_EPOCH_KNOWN;
@@ -240,7 +236,8 @@ ngx_http_quota_epoch_seal(ngx_http_quota_epoch_t *e)
     ngx_uint_t   argc[2];
     u_char       mark[QUOTA_EPOCH_MARK_MAX];
 
-    run_id = ngx_http_quota_redis_run_id(e->eps->rd);
+    /* of the master that holds the marker: a failover changes it */
+    run_id = ngx_http_quota_redis_run_id(e->eps->rd, &e->mark);
 
     argc[0] = 5;
     ngx_str_set(&argv[0], "SET");
