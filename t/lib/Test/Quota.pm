@@ -261,6 +261,17 @@ C<pg_available()>, C<pg_start()>, C<pg_stop()>, C<pg_port()>,
 C<pg_conninfo()>, C<psql()>, C<psql_session()>, C<psql_session_end()>,
 C<pg_migrate()>.
 
+=item L<Test::Quota::Cluster>: a Redis Cluster of 3 masters and 3 replicas
+
+C<cluster_start()>, C<cluster_stop()>, C<cluster_running()>,
+C<cluster_seeds()>, C<cluster_masters()>, C<cluster_nodes()>,
+C<cluster_replicas_of()>, C<cluster_cmd()>, C<cluster_keyslot()>,
+C<cluster_master_of()>, C<cluster_call()>, C<cluster_get()>,
+C<cluster_kill_master()>, C<cluster_node_restart()>,
+C<cluster_migrate_slot_begin()>, C<cluster_migrate_keys()>,
+C<cluster_migrate_slot_end()>, C<cluster_migrate_slot()>,
+C<cluster_down()>, C<cluster_up()>.
+
 =back
 
 L<Test::Quota::Socket>, the socket I/O under the Redis and HTTP clients,
@@ -305,6 +316,7 @@ use Test::Quota::Nginx   qw(:DEFAULT _subst _matches _alert_lines
                             _valgrind_problems _nginx_stop _nginx_cleanup);
 use Test::Quota::HTTP    qw(:DEFAULT _header_pairs);
 use Test::Quota::Pg;
+use Test::Quota::Cluster;
 
 BEGIN {
     no strict 'refs';
@@ -315,7 +327,7 @@ our @EXPORT = (
     qw(run_tests done_testing subtest note explain BAIL_OUT),
     @Test::Quota::Process::EXPORT, @Test::Quota::Redis::EXPORT,
     @Test::Quota::Nginx::EXPORT,   @Test::Quota::HTTP::EXPORT,
-    @Test::Quota::Pg::EXPORT,
+    @Test::Quota::Pg::EXPORT,      @Test::Quota::Cluster::EXPORT,
 );
 
 # $Test::Quota::REDIS_TIMEOUT and $Test::Quota::DEFAULT_TIMEOUT are the
@@ -332,7 +344,7 @@ $Carp::Internal{ (__PACKAGE__) }++;
 # workers still write to Redis and PostgreSQL as they exit.  After a
 # SIGKILL of the test, the watchdog stops nginx, a daemon; Redis and
 # PostgreSQL die with the test (PDEATHSIG).
-_on_cleanup(\&_nginx_cleanup, \&redis_stop, \&pg_stop);
+_on_cleanup(\&_nginx_cleanup, \&redis_stop, \&cluster_stop, \&pg_stop);
 _on_orphan(\&_nginx_stop);
 
 

@@ -93,7 +93,7 @@ our @EXPORT = qw(
     redis_signal redis_cmd
     period_label quota_key
 );
-our @EXPORT_OK = qw(_redis_ensure);
+our @EXPORT_OK = qw(_redis_ensure _resp_encode _resp_reply);
 
 # croak names the line of the test that called the harness
 $Carp::Internal{ (__PACKAGE__) }++;
