@@ -31,8 +31,9 @@
 #include "quota_cluster.h"
 
 
-#define NGX_HTTP_QUOTA_CLUSTER_TRIES     6       /* sends of one command */
-#define NGX_HTTP_QUOTA_CLUSTER_RETRY     10      /* ms, doubled each time */
+#define NGX_HTTP_QUOTA_CLUSTER_REDIRECTS 5       /* of one send, at most */
+#define NGX_HTTP_QUOTA_CLUSTER_RETRY     5       /* ms, doubled each time */
+#define NGX_HTTP_QUOTA_CLUSTER_RETRY_MAX 50
 #define NGX_HTTP_QUOTA_CLUSTER_REFRESH   5000    /* ms, the map read again */
 #define NGX_HTTP_QUOTA_CLUSTER_DEGRADED  250     /* ms, while a slot is out */
 #define NGX_HTTP_QUOTA_CLUSTER_SOON      100     /* ms, at most this often */
@@ -65,7 +66,8 @@ typedef struct {
     ngx_queue_t                    queue;      /* in cl->waiting */
     ngx_msec_t                     deadline;
     ngx_uint_t                     slot;
-    ngx_uint_t                     tries;
+    ngx_uint_t                     redirects;
+    ngx_uint_t                     retries;
 
     /* the redirect the last send met */
     quota_cluster_error_e          kind;
@@ -296,7 +298,6 @@ ngx_http_quota_flight_send(ngx_http_quota_flight_t *f,
 
     f->node = node;
     f->kind = QUOTA_CLUSTER_OTHER;
-    f->tries++;
 
     return NGX_OK;
 }
@@ -371,7 +372,8 @@ ngx_http_quota_flight_reply(redisAsyncContext *ac, void *data,
     ngx_http_quota_flight_met(f, reply);
 
     if (f->kind == QUOTA_CLUSTER_OTHER || f->cl->rd->exiting
-        || f->tries >= NGX_HTTP_QUOTA_CLUSTER_TRIES)
+        || (f->kind != QUOTA_CLUSTER_RETRY
+            && f->redirects++ >= NGX_HTTP_QUOTA_CLUSTER_REDIRECTS))
     {
         ngx_http_quota_flight_deliver(f, node, reply);
         return;
@@ -391,8 +393,19 @@ ngx_http_quota_flight_follow(ngx_http_quota_flight_t *f,
 
     cl = f->cl;
 
+    /*
+     * TRYAGAIN comes while a slot migrates and the transaction needs a
+     * key that is on neither side yet (its first request of a window): it
+     * passes once the slot has moved, so it is tried until the deadline
+     */
+
     if (f->kind == QUOTA_CLUSTER_RETRY) {
-        delay = NGX_HTTP_QUOTA_CLUSTER_RETRY << (f->tries - 1);
+        delay = ngx_min(NGX_HTTP_QUOTA_CLUSTER_RETRY << ngx_min(f->retries, 4),
+                        NGX_HTTP_QUOTA_CLUSTER_RETRY_MAX);
+        f->retries++;
+
+        /* the ASK that led here was no loop */
+        f->redirects = 0;
 
         if ((ngx_msec_int_t) (f->deadline - ngx_current_msec)
             <= (ngx_msec_int_t) delay)
