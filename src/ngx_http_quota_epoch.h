@@ -87,10 +87,11 @@ void ngx_http_quota_epoch_charge(ngx_http_quota_epoch_t *e,
 /*
  * what a transaction sent under epoch `used` read of the marker.  NGX_OK:
  * still current.  NGX_DECLINED: not any more; the entry now holds the new
- * epoch, or 0 and a restore is due.
+ * epoch, or 0 and a restore is due.  run_id is that of the server that
+ * answered, which the marker must name.
  */
 ngx_int_t ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
-    ngx_str_t *mark);
+    ngx_str_t *mark, ngx_str_t *run_id);
 
 
 

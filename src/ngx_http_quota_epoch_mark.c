@@ -14,7 +14,11 @@
 #include "ngx_http_quota_epoch_entry.h"
 
 
+static ngx_int_t ngx_http_quota_epoch_ask(ngx_http_quota_epoch_t *e,
+    ngx_uint_t lock);
 static void ngx_http_quota_epoch_looked(ngx_http_quota_redis_op_t *op,
+    ngx_http_quota_redis_res_t *res);
+static void ngx_http_quota_epoch_glanced(ngx_http_quota_epoch_t *e,
     ngx_http_quota_redis_res_t *res);
 static void ngx_http_quota_epoch_seal(ngx_http_quota_epoch_t *e);
 static void ngx_http_quota_epoch_sealed(ngx_http_quota_redis_op_t *op,
@@ -24,10 +28,9 @@ static void ngx_http_quota_epoch_unlock(ngx_http_quota_epoch_t *e);
 
 ngx_int_t
 ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
-    ngx_str_t *mark)
+    ngx_str_t *mark, ngx_str_t *run_id)
 {
     int64_t             epoch;
-    ngx_str_t          *run_id;
     quota_epoch_mark_e  rc;
 
     /* the marker of the epoch in force, as it was last read */
@@ -39,12 +42,9 @@ ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
         return NGX_OK;
     }
 
-    run_id = ngx_http_quota_redis_run_id(e->eps->rd);
-
     epoch = 0;
-    rc = mark->data ? quota_epoch_mark_parse(mark->data, mark->len,
-                                             run_id->data, run_id->len,
-                                             &epoch)
+    rc = mark->data ? ngx_http_quota_redis_mark_parse(e->eps->rd, mark,
+                                                      run_id, &epoch)
                     : QUOTA_EPOCH_BAD;
 
     if (rc == QUOTA_EPOCH_CURRENT && mark->len <= QUOTA_EPOCH_MARK_MAX) {
@@ -83,13 +83,23 @@ ngx_http_quota_epoch_seen(ngx_http_quota_epoch_t *e, int64_t used,
 
 
 /*
- * The marker, and the restore lock in the same transaction: taken only by
- * whoever sees the counters lost, never by one that read the marker just
- * before somebody else wrote it and let go of the lock.
+ * The marker alone first: a key that always exists, so the look is
+ * served even while its slot migrates between cluster nodes.  Only when
+ * it says the counters are lost, the marker again with the restore lock,
+ * in one transaction: the lock is taken only by whoever sees the counters
+ * lost, never by one that read the marker just before somebody else wrote
+ * it and let go of the lock.
  */
 
 ngx_int_t
 ngx_http_quota_epoch_look(ngx_http_quota_epoch_t *e)
+{
+    return ngx_http_quota_epoch_ask(e, 0);
+}
+
+
+static ngx_int_t
+ngx_http_quota_epoch_ask(ngx_http_quota_epoch_t *e, ngx_uint_t lock)
 {
     ngx_uint_t  argc[2];
     ngx_str_t   argv[8];
@@ -109,7 +119,8 @@ ngx_http_quota_epoch_look(ngx_http_quota_epoch_t *e)
 
     e->op.done = ngx_http_quota_epoch_looked;
 
-    if (ngx_http_quota_redis_commands(e->eps->rd, 1, 2, argc, argv, &e->op)
+    if (ngx_http_quota_redis_commands(e->eps->rd, lock, lock ? 2 : 1, argc,
+                                      argv, &e->op)
         != NGX_OK)
     {
         e->state = NGX_HTTP_QUOTA_EPOCH_IDLE;
@@ -139,9 +150,12 @@ ngx_http_quota_epoch_looked(ngx_http_quota_redis_op_t *op,
 
     r = res->reply;
 
-    if (res->rc != NGX_OK || r->type != REDIS_REPLY_ARRAY
-        || r->elements != 2)
-    {
+    if (res->rc == NGX_OK && r->type != REDIS_REPLY_ARRAY) {
+        ngx_http_quota_epoch_glanced(e, res);
+        return;
+    }
+
+    if (res->rc != NGX_OK || r->elements != 2) {
         ngx_http_quota_epoch_done(e, NGX_ERROR,
                                   res->error ? res->error
                                              : "unexpected reply");
@@ -161,7 +175,7 @@ ngx_http_quota_epoch_looked(ngx_http_quota_redis_op_t *op,
     epoch = e->epoch;
     e->state = NGX_HTTP_QUOTA_EPOCH_IDLE;
 
-    if (ngx_http_quota_epoch_seen(e, epoch, &mark) == NGX_OK
+    if (ngx_http_quota_epoch_seen(e, epoch, &mark, res->run_id) == NGX_OK
         || e->state == NGX_HTTP_QUOTA_EPOCH_KNOWN)
     {
         e->state = NGX_HTTP_QUOTA_EPOCH_KNOWN;
@@ -198,6 +212,40 @@ ngx_http_quota_epoch_looked(ngx_http_quota_redis_op_t *op,
     e->state = NGX_HTTP_QUOTA_EPOCH_LOADING;
 
     ngx_http_quota_restore_start(eps->restore, e);
+}
+
+
+/* the marker alone: current, or the look again with the lock */
+
+static void
+ngx_http_quota_epoch_glanced(ngx_http_quota_epoch_t *e,
+    ngx_http_quota_redis_res_t *res)
+{
+    int64_t     epoch;
+    ngx_str_t   mark;
+
+    mark.data = NULL;
+    mark.len = 0;
+
+    if (res->reply->type == REDIS_REPLY_STRING) {
+        mark.data = (u_char *) res->reply->str;
+        mark.len = res->reply->len;
+    }
+
+    epoch = e->epoch;
+    e->state = NGX_HTTP_QUOTA_EPOCH_IDLE;
+
+    if (ngx_http_quota_epoch_seen(e, epoch, &mark, res->run_id) == NGX_OK
+        || e->state == NGX_HTTP_QUOTA_EPOCH_KNOWN)
+    {
+        e->state = NGX_HTTP_QUOTA_EPOCH_KNOWN;
+        ngx_http_quota_epoch_done(e, NGX_OK, NULL);
+        return;
+    }
+
+    if (ngx_http_quota_epoch_ask(e, 1) != NGX_OK) {
+        ngx_http_quota_epoch_done(e, NGX_ERROR, "redis is unavailable");
+    }
 }
 
 
@@ -240,7 +288,8 @@ ngx_http_quota_epoch_seal(ngx_http_quota_epoch_t *e)
     ngx_uint_t   argc[2];
     u_char       mark[QUOTA_EPOCH_MARK_MAX];
 
-    run_id = ngx_http_quota_redis_run_id(e->eps->rd);
+    /* of the master that holds the marker: a failover changes it */
+    run_id = ngx_http_quota_redis_run_id(e->eps->rd, &e->mark);
 
     argc[0] = 5;
     ngx_str_set(&argv[0], "SET");

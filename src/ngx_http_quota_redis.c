@@ -2,7 +2,8 @@
  * A Redis store's commands and replies: transactions and plain commands
  * written in RESP straight into hiredis' output buffer, pipelined behind
  * each other, and their replies turned into what the callers asked for.
- * The connection itself is ngx_http_quota_redis_conn.c's.
+ * The connections are ngx_http_quota_redis_conn.c's; in a cluster, which
+ * node a command goes to is ngx_http_quota_cluster.c's.
  */
 
 
@@ -10,10 +11,19 @@
 #include "quota_redis_cmd.h"
 
 
+static ngx_int_t ngx_http_quota_redis_dispatch(ngx_http_quota_redis_t *rd,
+    ngx_str_t *key, u_char *buf, u_char **ends, ngx_uint_t n,
+    redisCallbackFn *fn, ngx_http_quota_redis_parse_pt parse,
+    ngx_http_quota_redis_op_t *op);
 static void ngx_http_quota_redis_exec_reply(redisAsyncContext *ac,
     void *data, void *privdata);
+static void ngx_http_quota_redis_exec_parse(ngx_http_quota_redis_node_t *node,
+    redisReply *reply, ngx_http_quota_redis_op_t *op);
 static void ngx_http_quota_redis_command_reply(redisAsyncContext *ac,
     void *data, void *privdata);
+static void ngx_http_quota_redis_command_parse(
+    ngx_http_quota_redis_node_t *node, redisReply *reply,
+    ngx_http_quota_redis_op_t *op);
 static void ngx_http_quota_redis_nothing(ngx_http_quota_redis_op_t *op,
     ngx_http_quota_redis_res_t *res);
 
@@ -46,24 +56,94 @@ ngx_http_quota_redis_kept(ngx_http_quota_redis_t *rd)
 }
 
 
+static ngx_inline ngx_http_quota_redis_node_t *
+ngx_http_quota_redis_node_of(ngx_http_quota_redis_t *rd, ngx_str_t *key)
+{
+    return rd->cluster ? ngx_http_quota_cluster_node(rd->cluster, key)
+                       : rd->nodes[0];
+}
+
+
 ngx_int_t
 ngx_http_quota_redis_ready(ngx_http_quota_redis_t *rd)
 {
-    return rd->ready && rd->ac ? NGX_OK : NGX_DECLINED;
+    ngx_uint_t  i;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        if (rd->nodes[i]->ready && rd->nodes[i]->ac) {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 
 ngx_str_t *
-ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd)
+ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd, ngx_str_t *key)
 {
-    return &rd->run_id;
+    ngx_http_quota_redis_node_t  *node;
+
+    static ngx_str_t              unknown = ngx_null_string;
+
+    node = ngx_http_quota_redis_node_of(rd, key);
+
+    return node ? &node->run_id : &unknown;
+}
+
+
+quota_epoch_mark_e
+ngx_http_quota_redis_mark_parse(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
+    ngx_str_t *run_id, int64_t *epoch)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    quota_epoch_mark_e            rc;
+    ngx_http_quota_redis_node_t  *node;
+
+    rc = quota_epoch_mark_parse(mark->data, mark->len, run_id->data,
+                                run_id->len, epoch);
+
+    if (rc != QUOTA_EPOCH_FOREIGN || rd->cluster == NULL) {
+        return rc;
+    }
+
+    p = ngx_strlchr(mark->data, mark->data + mark->len, ':');
+    if (p == NULL) {
+        return rc;
+    }
+
+    p++;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        /* a master that stopped answering may be failing over right now */
+
+        if (node->ready && node->run_id.len
+            && !(node->pending
+                 && ngx_current_msec - node->progress > rd->conf->timeout)
+            && node->run_id.len == (size_t) (mark->data + mark->len - p)
+            && ngx_memcmp(node->run_id.data, p, node->run_id.len) == 0)
+        {
+            return quota_epoch_mark_parse(mark->data, mark->len,
+                                          node->run_id.data,
+                                          node->run_id.len, epoch);
+        }
+    }
+
+    return rc;
 }
 
 
 ngx_int_t
-ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd)
+ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd, ngx_str_t *key)
 {
-    if (rd->ac == NULL) {
+    ngx_http_quota_redis_node_t  *node;
+
+    node = ngx_http_quota_redis_node_of(rd, key);
+
+    if (node == NULL || node->ac == NULL) {
         return NGX_DECLINED;
     }
 
@@ -72,7 +152,9 @@ ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd)
      * already overdue, a new request would only wait out its timeout
      */
 
-    if (rd->pending && ngx_current_msec - rd->progress > rd->conf->timeout) {
+    if (node->pending
+        && ngx_current_msec - node->progress > rd->conf->timeout)
+    {
         return NGX_DECLINED;
     }
 
@@ -106,15 +188,20 @@ ngx_http_quota_redis_scratch(ngx_http_quota_redis_t *rd, size_t len)
  * each; only the last carries the callback
  */
 
-static ngx_int_t
-ngx_http_quota_redis_send(ngx_http_quota_redis_t *rd, u_char *buf,
-    u_char **ends, ngx_uint_t n, redisCallbackFn *fn, void *privdata)
+ngx_int_t
+ngx_http_quota_redis_node_send(ngx_http_quota_redis_node_t *node,
+    u_char *buf, u_char **ends, ngx_uint_t n, redisCallbackFn *fn,
+    void *privdata)
 {
     u_char      *p;
     ngx_uint_t   i;
 
+    if (node->ac == NULL) {
+        return NGX_ERROR;
+    }
+
     for (i = 0, p = buf; i < n; p = ends[i++]) {
-        if (redisAsyncFormattedCommand(rd->ac, i == n - 1 ? fn : NULL,
+        if (redisAsyncFormattedCommand(node->ac, i == n - 1 ? fn : NULL,
                                        i == n - 1 ? privdata : NULL,
                                        (char *) p, ends[i] - p)
             != REDIS_OK)
@@ -124,11 +211,25 @@ ngx_http_quota_redis_send(ngx_http_quota_redis_t *rd, u_char *buf,
         }
     }
 
-    if (rd->pending++ == 0) {
-        rd->progress = ngx_current_msec;
+    if (node->pending++ == 0) {
+        node->progress = ngx_current_msec;
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_quota_redis_dispatch(ngx_http_quota_redis_t *rd, ngx_str_t *key,
+    u_char *buf, u_char **ends, ngx_uint_t n, redisCallbackFn *fn,
+    ngx_http_quota_redis_parse_pt parse, ngx_http_quota_redis_op_t *op)
+{
+    if (rd->cluster) {
+        return ngx_http_quota_cluster_send(rd->cluster, key, buf, ends, n,
+                                           parse, op);
+    }
+
+    return ngx_http_quota_redis_node_send(rd->nodes[0], buf, ends, n, fn, op);
 }
 
 
@@ -151,6 +252,7 @@ ngx_http_quota_redis_multi(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
 {
     u_char                       *buf, **e;
     size_t                        len;
+    ngx_str_t                     key;
     ngx_uint_t                    i;
     quota_redis_cmd_arg_t         args[3];
     u_char                        nums[NGX_HTTP_QUOTA_REDIS_MAX_INCR][2]
@@ -165,8 +267,22 @@ ngx_http_quota_redis_multi(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
     static quota_redis_cmd_arg_t  exec = { (u_char *) "EXEC", 4 };
 
     if (n + nlease == 0 || n > NGX_HTTP_QUOTA_REDIS_MAX_INCR
-        || nlease > NGX_HTTP_QUOTA_REDIS_MAX_LEASES || rd->ac == NULL)
+        || nlease > NGX_HTTP_QUOTA_REDIS_MAX_LEASES)
     {
+        return NGX_ERROR;
+    }
+
+    if (n) {
+        key = incr[0].key;
+
+    } else {
+        key.data = (u_char *) lease[0].key.data;
+        key.len = lease[0].key.len;
+    }
+
+    /* a cluster's node is found, and checked, as the transaction goes */
+
+    if (!rd->cluster && rd->nodes[0]->ac == NULL) {
         return NGX_ERROR;
     }
 
@@ -237,8 +353,9 @@ ngx_http_quota_redis_multi(ngx_http_quota_redis_t *rd, ngx_str_t *mark,
 
     op->nleases = nlease;
 
-    return ngx_http_quota_redis_send(rd, buf, ends, e + 2 - ends,
-                                     ngx_http_quota_redis_exec_reply, op);
+    return ngx_http_quota_redis_dispatch(rd, &key, buf, ends, e + 2 - ends,
+                                         ngx_http_quota_redis_exec_reply,
+                                         ngx_http_quota_redis_exec_parse, op);
 }
 
 
@@ -264,7 +381,11 @@ ngx_http_quota_redis_commands(ngx_http_quota_redis_t *rd, ngx_uint_t multi,
     static quota_redis_cmd_arg_t  multi_cmd = { (u_char *) "MULTI", 5 };
     static quota_redis_cmd_arg_t  exec_cmd = { (u_char *) "EXEC", 4 };
 
-    if (rd->ac == NULL || n == 0 || n > NGX_HTTP_QUOTA_REDIS_MAX_CMDS) {
+    if (n == 0 || n > NGX_HTTP_QUOTA_REDIS_MAX_CMDS || argc[0] < 2) {
+        return NGX_ERROR;
+    }
+
+    if (!rd->cluster && rd->nodes[0]->ac == NULL) {
         return NGX_ERROR;
     }
 
@@ -313,24 +434,27 @@ ngx_http_quota_redis_commands(ngx_http_quota_redis_t *rd, ngx_uint_t multi,
 
     /* the first end is where the commands start after MULTI, if any */
 
-    return ngx_http_quota_redis_send(rd, buf, multi ? ends : ends + 1,
-                                     multi ? e + 1 - ends : e - ends,
-                                     ngx_http_quota_redis_command_reply, op);
+    return ngx_http_quota_redis_dispatch(rd, &argv[1], buf,
+                                         multi ? ends : ends + 1,
+                                         multi ? e + 1 - ends : e - ends,
+                                         ngx_http_quota_redis_command_reply,
+                                         ngx_http_quota_redis_command_parse,
+                                         op);
 }
 
 
 void
 ngx_http_quota_redis_answered(redisAsyncContext *ac)
 {
-    ngx_http_quota_redis_t  *rd;
+    ngx_http_quota_redis_node_t  *node;
 
-    rd = ac->data;
+    node = ac->data;
 
-    if (rd->pending) {
-        rd->pending--;
+    if (node->pending) {
+        node->pending--;
     }
 
-    rd->progress = ngx_current_msec;
+    node->progress = ngx_current_msec;
 }
 
 
@@ -344,23 +468,28 @@ static void
 ngx_http_quota_redis_exec_reply(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply                  *reply, *e, **el;
+    ngx_http_quota_redis_answered(ac);
+    ngx_http_quota_redis_exec_parse(ac->data, data, privdata);
+}
+
+
+static void
+ngx_http_quota_redis_exec_parse(ngx_http_quota_redis_node_t *node,
+    redisReply *reply, ngx_http_quota_redis_op_t *op)
+{
+    redisReply                  *e, **el;
     ngx_uint_t                   i, first;
-    ngx_http_quota_redis_op_t   *op;
     ngx_http_quota_redis_res_t   res;
     ngx_uint_t                   nleases;
     int64_t                      values[NGX_HTTP_QUOTA_REDIS_MAX_INCR];
     int64_t                      held[NGX_HTTP_QUOTA_REDIS_MAX_LEASES];
 
-    op = privdata;
-    reply = data;
     nleases = op ? op->nleases : 0;
-
-    ngx_http_quota_redis_answered(ac);
 
     ngx_memzero(&res, sizeof(ngx_http_quota_redis_res_t));
     res.values = values;
     res.held = held;
+    res.run_id = &node->run_id;
 
     if (reply == NULL) {
         res.rc = NGX_ERROR;
@@ -468,18 +597,21 @@ static void
 ngx_http_quota_redis_command_reply(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply                  *reply;
-    ngx_http_quota_redis_op_t   *op;
-    ngx_http_quota_redis_res_t   res;
-
-    op = privdata;
-    reply = data;
-
     ngx_http_quota_redis_answered(ac);
+    ngx_http_quota_redis_command_parse(ac->data, data, privdata);
+}
+
+
+static void
+ngx_http_quota_redis_command_parse(ngx_http_quota_redis_node_t *node,
+    redisReply *reply, ngx_http_quota_redis_op_t *op)
+{
+    ngx_http_quota_redis_res_t   res;
 
     ngx_memzero(&res, sizeof(ngx_http_quota_redis_res_t));
 
     res.reply = reply;
+    res.run_id = &node->run_id;
 
     if (reply == NULL) {
         res.rc = NGX_ERROR;

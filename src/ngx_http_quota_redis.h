@@ -1,6 +1,8 @@
 /*
- * A Redis store: one hiredis async context on nginx's event loop, over
- * which every request of the worker is pipelined.
+ * A Redis store: a hiredis async context on nginx's event loop, over
+ * which every request of the worker is pipelined; with `cluster`, one
+ * such context per master, each command sent to the master of its keys'
+ * slot (ngx_http_quota_cluster.c).
  *
  * Its one kind of write is an atomic multi-key transaction,
  *
@@ -28,6 +30,7 @@
 #include "ngx_http_quota_conn.h"
 #include "ngx_http_quota_redis_kept.h"
 #include "quota_redis_cmd.h"
+#include "quota_epoch.h"
 
 
 /* keys one transaction may hold */
@@ -40,10 +43,18 @@
 #define NGX_HTTP_QUOTA_REDIS_MAX_LEASES  NGX_HTTP_QUOTA_REDIS_MAX_CMDS
 
 
+typedef struct {
+    ngx_str_t                    host;           /* NUL-terminated IP */
+    ngx_int_t                    port;
+} ngx_http_quota_redis_addr_t;
+
+
 /* quota_redis, as configured */
 typedef struct {
     ngx_str_t                    host;           /* NUL-terminated IP */
     ngx_int_t                    port;
+    ngx_array_t                 *seeds;          /* of addr_t, cluster */
+    ngx_flag_t                   cluster;
     ngx_str_t                    unix_path;      /* NUL-terminated */
     ngx_str_t                    password;
     ngx_int_t                    db;
@@ -80,6 +91,7 @@ typedef struct {
     uint32_t                     lease_failed;   /* bit i: lease i refused */
 
     ngx_str_t                    mark;           /* data NULL: no such key */
+    ngx_str_t                   *run_id;         /* of the node that ran it */
     redisReply                  *reply;          /* of a plain command */
 } ngx_http_quota_redis_res_t;
 
@@ -119,22 +131,37 @@ void ngx_http_quota_redis_on_ready(ngx_http_quota_redis_t *rd,
 ngx_http_quota_redis_conf_t *ngx_http_quota_redis_conf(
     ngx_http_quota_redis_t *rd);
 
-/* connected and set up: writes can be sent */
+/* connected and set up (in a cluster: a node is, and the map is known) */
 ngx_int_t ngx_http_quota_redis_ready(ngx_http_quota_redis_t *rd);
 
 /* the store's queue of writes Redis could not take yet */
 ngx_http_quota_kept_queue_t *ngx_http_quota_redis_kept(
     ngx_http_quota_redis_t *rd);
 
-/* the server's run_id, empty until known: it changes with every restart */
-ngx_str_t *ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd);
+/*
+ * the run_id of the server that holds key, empty until known: it changes
+ * with every restart, and with a failover to a replica
+ */
+ngx_str_t *ngx_http_quota_redis_run_id(ngx_http_quota_redis_t *rd,
+    ngx_str_t *key);
 
 /*
- * NGX_OK when a request may send and wait: connected (or connecting) and
- * Redis has answered something within the timeout; NGX_DECLINED when
- * waiting would only burn the request's timeout
+ * an epoch marker as read from the server whose run_id is given: written
+ * on that server, or, in a cluster, on another master this worker is
+ * connected to (the slot was migrated, by MIGRATE, which loses nothing)
+ * is QUOTA_EPOCH_CURRENT; a marker of a server gone (a failover, a
+ * restart) is not
  */
-ngx_int_t ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd);
+quota_epoch_mark_e ngx_http_quota_redis_mark_parse(ngx_http_quota_redis_t *rd,
+    ngx_str_t *mark, ngx_str_t *run_id, int64_t *epoch);
+
+/*
+ * NGX_OK when a request for key may send and wait: its node is connected
+ * (or connecting) and has answered something within the timeout;
+ * NGX_DECLINED when waiting would only burn the request's timeout
+ */
+ngx_int_t ngx_http_quota_redis_usable(ngx_http_quota_redis_t *rd,
+    ngx_str_t *key);
 
 /*
  * the increments, after a GET of the epoch marker when mark is not NULL:
@@ -169,9 +196,11 @@ ngx_int_t ngx_http_quota_redis_command(ngx_http_quota_redis_t *rd,
     ngx_uint_t argc, ngx_str_t *argv, ngx_http_quota_redis_op_t *op);
 
 /*
- * n plain commands, the i-th argc[i] strings of argv, one after another;
- * with multi, in MULTI ... EXEC, and res->reply is EXEC's array; else
- * res->reply is the last command's reply
+ * n plain commands, the i-th argc[i] strings of argv, one after another,
+ * all on the slot of the first one's key (argv[1]); with multi, in
+ * MULTI ... EXEC, and res->reply is EXEC's array; else res->reply is the
+ * last command's reply, and the commands must be safe to send twice: a
+ * cluster redirect of any of them sends them all again
  */
 ngx_int_t ngx_http_quota_redis_commands(ngx_http_quota_redis_t *rd,
     ngx_uint_t multi, ngx_uint_t n, ngx_uint_t *argc, ngx_str_t *argv,

@@ -1,9 +1,10 @@
 /*
- * A Redis store's connection: a hiredis async context on nginx's event
- * loop, set up (AUTH, SELECT, the server's run_id) before it counts as
- * ready, reconnected with backoff after any failure (ngx_http_quota_conn.c),
- * and watched so that a frozen or dead Redis costs requests no more than
- * their timeout.  At exit, what was just queued is given a moment to go.
+ * A Redis store's connections: each node a hiredis async context on
+ * nginx's event loop, set up (AUTH, SELECT, the server's run_id) before
+ * it counts as ready, reconnected with backoff after any failure
+ * (ngx_http_quota_conn.c), and watched so that a frozen or dead Redis
+ * costs requests no more than their timeout.  At exit, what was just
+ * queued is given a moment to go.
  */
 
 
@@ -24,14 +25,15 @@ static void ngx_http_quota_redis_setup_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev);
 static void ngx_http_quota_redis_gone(void *data);
-static void ngx_http_quota_redis_drain(ngx_http_quota_redis_t *rd);
 
 
 ngx_http_quota_redis_t *
 ngx_http_quota_redis_create(ngx_cycle_t *cycle,
     ngx_http_quota_redis_conf_t *conf)
 {
-    ngx_http_quota_redis_t  *rd;
+    ngx_uint_t                    i;
+    ngx_http_quota_redis_t       *rd;
+    ngx_http_quota_redis_addr_t  *seed;
 
     rd = ngx_calloc(sizeof(ngx_http_quota_redis_t), cycle->log);
     if (rd == NULL) {
@@ -43,22 +45,30 @@ ngx_http_quota_redis_create(ngx_cycle_t *cycle,
 
     ngx_http_quota_kept_init(&rd->kept, rd, cycle->log);
 
-    ngx_http_quota_conn_init(&rd->conn, "redis", cycle->log,
-                             ngx_http_quota_redis_connect, rd,
-                             NGX_HTTP_QUOTA_REDIS_BACKOFF_MIN,
-                             NGX_HTTP_QUOTA_REDIS_BACKOFF_MAX);
+    if (!conf->cluster) {
+        if (ngx_http_quota_redis_node_add(rd, conf->host.data, conf->host.len,
+                                          conf->port)
+            == NULL)
+        {
+            ngx_free(rd);
+            return NULL;
+        }
 
-    rd->conn.gauge = NGX_HTTP_QUOTA_METRICS_REDIS;
+        return rd;
+    }
 
-    /* module timers must not hold a gracefully exiting worker back */
+    rd->cluster = ngx_http_quota_cluster_create(rd);
+    if (rd->cluster == NULL) {
+        ngx_free(rd);
+        return NULL;
+    }
 
-    ngx_http_quota_timer_init(&rd->watchdog,
-                              ngx_http_quota_redis_watchdog_handler,
-                              cycle->log);
+    seed = conf->seeds->elts;
 
-    ngx_http_quota_redis_connect(rd);
-
-    ngx_add_timer(&rd->watchdog, NGX_HTTP_QUOTA_REDIS_WATCHDOG);
+    for (i = 0; i < conf->seeds->nelts; i++) {
+        (void) ngx_http_quota_redis_node_add(rd, seed[i].host.data,
+                                             seed[i].host.len, seed[i].port);
+    }
 
     return rd;
 }
@@ -67,23 +77,42 @@ ngx_http_quota_redis_create(ngx_cycle_t *cycle,
 void
 ngx_http_quota_redis_exit(ngx_http_quota_redis_t *rd)
 {
+    ngx_uint_t  i;
+
     rd->exiting = 1;
 
-    ngx_http_quota_conn_exit(&rd->conn);
+    for (i = 0; i < rd->nnodes; i++) {
+        ngx_http_quota_conn_exit(&rd->nodes[i]->conn);
 
-    if (rd->watchdog.timer_set) {
-        ngx_del_timer(&rd->watchdog);
+        if (rd->nodes[i]->watchdog.timer_set) {
+            ngx_del_timer(&rd->nodes[i]->watchdog);
+        }
     }
 
     /* writes still queued must reach Redis */
-    ngx_http_quota_redis_drain(rd);
 
-    if (rd->ac) {
-        redisAsyncFree(rd->ac);
+    for (i = 0; i < rd->nnodes; i++) {
+        ngx_http_quota_redis_node_drain(rd->nodes[i]);
+    }
+
+    /* replies still to come are given up: their callbacks run now */
+
+    for (i = 0; i < rd->nnodes; i++) {
+        if (rd->nodes[i]->ac) {
+            redisAsyncFree(rd->nodes[i]->ac);
+        }
+    }
+
+    if (rd->cluster) {
+        ngx_http_quota_cluster_exit(rd->cluster);
     }
 
     /* what Redis never took, and what its last replies gave back */
     ngx_http_quota_kept_exit(&rd->kept);
+
+    for (i = 0; i < rd->nnodes; i++) {
+        ngx_http_quota_redis_node_free(rd->nodes[i]);
+    }
 
     if (rd->buf) {
         ngx_free(rd->buf);
@@ -93,56 +122,156 @@ ngx_http_quota_redis_exit(ngx_http_quota_redis_t *rd)
 }
 
 
+ngx_http_quota_redis_node_t *
+ngx_http_quota_redis_node_find(ngx_http_quota_redis_t *rd, u_char *host,
+    size_t len, ngx_int_t port)
+{
+    ngx_uint_t                    i;
+    ngx_http_quota_redis_node_t  *node;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        if (node->port == port && node->host.len == len
+            && ngx_memcmp(node->host.data, host, len) == 0)
+        {
+            return node;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_quota_redis_node_t *
+ngx_http_quota_redis_node_add(ngx_http_quota_redis_t *rd, u_char *host,
+    size_t len, ngx_int_t port)
+{
+    ngx_http_quota_redis_node_t  *node;
+
+    if (rd->nnodes == NGX_HTTP_QUOTA_REDIS_MAX_NODES
+        || len > NGX_SOCKADDR_STRLEN)
+    {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "quota: redis: no room for node \"%*s:%i\"",
+                      len, host, port);
+        return NULL;
+    }
+
+    node = ngx_calloc(sizeof(ngx_http_quota_redis_node_t), rd->log);
+    if (node == NULL) {
+        return NULL;
+    }
+
+    node->rd = rd;
+    node->index = rd->nnodes;
+    node->port = port;
+    node->host.data = node->host_buf;
+    node->host.len = len;
+    ngx_memcpy(node->host_buf, host, len);
+    node->host_buf[len] = '\0';
+
+    if (rd->cluster) {
+        (void) ngx_sprintf(node->name, "redis %V:%i%Z", &node->host, port);
+
+    } else {
+        (void) ngx_cpystrn(node->name, (u_char *) "redis", sizeof("redis"));
+    }
+
+    ngx_http_quota_conn_init(&node->conn, (char *) node->name, rd->log,
+                             ngx_http_quota_redis_connect, node,
+                             NGX_HTTP_QUOTA_REDIS_BACKOFF_MIN,
+                             NGX_HTTP_QUOTA_REDIS_BACKOFF_MAX);
+
+    /* a cluster's gauge says whether every slot's master is up */
+
+    node->conn.gauge = rd->cluster ? -1 : NGX_HTTP_QUOTA_METRICS_REDIS;
+
+    /* module timers must not hold a gracefully exiting worker back */
+
+    ngx_http_quota_timer_init(&node->watchdog,
+                              ngx_http_quota_redis_watchdog_handler,
+                              rd->log);
+
+    rd->nodes[rd->nnodes++] = node;
+
+    ngx_http_quota_redis_connect(node);
+
+    ngx_add_timer(&node->watchdog, NGX_HTTP_QUOTA_REDIS_WATCHDOG);
+
+    return node;
+}
+
+
+void
+ngx_http_quota_redis_node_free(ngx_http_quota_redis_node_t *node)
+{
+    ngx_http_quota_conn_exit(&node->conn);
+
+    if (node->watchdog.timer_set) {
+        ngx_del_timer(&node->watchdog);
+    }
+
+    if (node->ac) {
+        redisAsyncFree(node->ac);
+    }
+
+    ngx_free(node);
+}
+
+
 static void
 ngx_http_quota_redis_connect(void *data)
 {
-    ngx_http_quota_redis_t  *rd = data;
+    ngx_http_quota_redis_node_t  *node = data;
 
-    redisAsyncContext  *ac;
+    redisAsyncContext            *ac;
+    ngx_http_quota_redis_conf_t  *conf;
 
-    if (rd->ac || rd->exiting) {
+    conf = node->rd->conf;
+
+    if (node->ac || node->rd->exiting) {
         return;
     }
 
-    if (rd->conf->unix_path.len) {
-        ac = redisAsyncConnectUnix((char *) rd->conf->unix_path.data);
+    if (conf->unix_path.len) {
+        ac = redisAsyncConnectUnix((char *) conf->unix_path.data);
 
     } else {
-        ac = redisAsyncConnect((char *) rd->conf->host.data,
-                               (int) rd->conf->port);
+        ac = redisAsyncConnect((char *) node->host.data, (int) node->port);
     }
 
     if (ac == NULL) {
-        ngx_http_quota_conn_failed(&rd->conn,
+        ngx_http_quota_conn_failed(&node->conn,
                                    "could not allocate a redis context");
         return;
     }
 
     if (ac->err) {
-        ngx_http_quota_conn_failed(&rd->conn, "connect failed: %s",
+        ngx_http_quota_conn_failed(&node->conn, "connect failed: %s",
                                    ac->errstr);
         redisAsyncFree(ac);
         return;
     }
 
-    ac->data = rd;
+    ac->data = node;
 
-    if (ngx_http_quota_hiredis_attach(ac, rd->log, ngx_http_quota_redis_gone,
-                                      rd)
+    if (ngx_http_quota_hiredis_attach(ac, node->rd->log,
+                                      ngx_http_quota_redis_gone, node)
         != NGX_OK)
     {
         ac->data = NULL;
         redisAsyncFree(ac);
-        ngx_http_quota_conn_failed(&rd->conn, "could not watch the socket");
+        ngx_http_quota_conn_failed(&node->conn, "could not watch the socket");
         return;
     }
 
-    rd->ac = ac;
-    rd->ready = 0;
-    rd->pending = 0;
-    rd->setup = 0;
-    rd->started = ngx_current_msec;
-    rd->progress = ngx_current_msec;
+    node->ac = ac;
+    node->ready = 0;
+    node->pending = 0;
+    node->setup = 0;
+    node->started = ngx_current_msec;
+    node->progress = ngx_current_msec;
 
     (void) redisAsyncSetConnectCallback(ac, ngx_http_quota_redis_on_connect);
     (void) redisAsyncSetDisconnectCallback(ac,
@@ -150,44 +279,44 @@ ngx_http_quota_redis_connect(void *data)
 
     /* queued first, so they precede every request's commands */
 
-    if (rd->conf->password.len
+    if (conf->password.len
         && redisAsyncCommand(ac, ngx_http_quota_redis_setup_reply, "AUTH",
-                             "AUTH %b", rd->conf->password.data,
-                             rd->conf->password.len)
+                             "AUTH %b", conf->password.data,
+                             conf->password.len)
            == REDIS_OK)
     {
-        rd->setup++;
+        node->setup++;
     }
 
-    if (rd->conf->db > 0
+    if (conf->db > 0
         && redisAsyncCommand(ac, ngx_http_quota_redis_setup_reply, "SELECT",
-                             "SELECT %d", (int) rd->conf->db)
+                             "SELECT %d", (int) conf->db)
            == REDIS_OK)
     {
-        rd->setup++;
+        node->setup++;
     }
 
     if (redisAsyncCommand(ac, ngx_http_quota_redis_setup_reply, "INFO",
                           "INFO server")
         == REDIS_OK)
     {
-        rd->setup++;
+        node->setup++;
     }
 
-    rd->pending += rd->setup;
+    node->pending += node->setup;
 }
 
 
 static void
 ngx_http_quota_redis_on_connect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_quota_redis_t  *rd;
+    ngx_http_quota_redis_node_t  *node;
 
-    rd = ac->data;
+    node = ac->data;
 
     if (status != REDIS_OK) {
         /* hiredis frees the context next */
-        ngx_http_quota_conn_failed(&rd->conn, "connect failed: %s",
+        ngx_http_quota_conn_failed(&node->conn, "connect failed: %s",
                                    ac->errstr);
     }
 }
@@ -196,12 +325,12 @@ ngx_http_quota_redis_on_connect(const redisAsyncContext *ac, int status)
 static void
 ngx_http_quota_redis_on_disconnect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_quota_redis_t  *rd;
+    ngx_http_quota_redis_node_t  *node;
 
-    rd = ac->data;
+    node = ac->data;
 
     if (status != REDIS_OK) {
-        ngx_http_quota_conn_failed(&rd->conn, "connection lost: %s",
+        ngx_http_quota_conn_failed(&node->conn, "connection lost: %s",
                                    ac->errstr);
     }
 }
@@ -210,13 +339,13 @@ ngx_http_quota_redis_on_disconnect(const redisAsyncContext *ac, int status)
 /* the server's run_id, from INFO server: "run_id:<40 hex>\r\n" */
 
 static void
-ngx_http_quota_redis_run_id_parse(ngx_http_quota_redis_t *rd,
+ngx_http_quota_redis_run_id_parse(ngx_http_quota_redis_node_t *node,
     redisReply *reply)
 {
     u_char  *p, *end;
 
-    rd->run_id.len = 0;
-    rd->run_id.data = rd->run_id_buf;
+    node->run_id.len = 0;
+    node->run_id.data = node->run_id_buf;
 
     if (reply->type != REDIS_REPLY_STRING) {
         return;
@@ -239,7 +368,7 @@ ngx_http_quota_redis_run_id_parse(ngx_http_quota_redis_t *rd,
         end++;
     }
 
-    rd->run_id.len = ngx_cpymem(rd->run_id_buf, p, end - p) - rd->run_id_buf;
+    node->run_id.len = ngx_cpymem(node->run_id_buf, p, end - p) - node->run_id_buf;
 }
 
 
@@ -247,11 +376,12 @@ static void
 ngx_http_quota_redis_setup_reply(redisAsyncContext *ac, void *data,
     void *privdata)
 {
-    redisReply              *reply;
-    ngx_http_quota_redis_t  *rd;
+    redisReply                   *reply;
+    ngx_http_quota_redis_t       *rd;
+    ngx_http_quota_redis_node_t  *node;
 
     reply = data;
-    rd = ac->data;
+    node = ac->data;
 
     ngx_http_quota_redis_answered(ac);
 
@@ -264,7 +394,7 @@ ngx_http_quota_redis_setup_reply(redisAsyncContext *ac, void *data,
         /* INFO may be forbidden by an ACL: the run_id is then unknown */
 
         if (ngx_strcmp(privdata, "INFO") != 0) {
-            ngx_http_quota_conn_failed(&rd->conn, "%s failed: %s",
+            ngx_http_quota_conn_failed(&node->conn, "%s failed: %s",
                                        (char *) privdata, reply->str);
 
             /* deferred by hiredis until this callback returns */
@@ -273,16 +403,22 @@ ngx_http_quota_redis_setup_reply(redisAsyncContext *ac, void *data,
         }
 
     } else if (ngx_strcmp(privdata, "INFO") == 0) {
-        ngx_http_quota_redis_run_id_parse(rd, reply);
+        ngx_http_quota_redis_run_id_parse(node, reply);
     }
 
-    if (--rd->setup) {
+    if (--node->setup) {
         return;
     }
 
-    rd->ready = 1;
+    node->ready = 1;
 
-    ngx_http_quota_conn_ready(&rd->conn);
+    ngx_http_quota_conn_ready(&node->conn);
+
+    rd = node->rd;
+
+    if (rd->cluster) {
+        ngx_http_quota_cluster_node_ready(rd->cluster, node);
+    }
 
     if (rd->on_ready) {
         rd->on_ready(rd->on_ready_data);
@@ -297,48 +433,52 @@ ngx_http_quota_redis_setup_reply(redisAsyncContext *ac, void *data,
 static void
 ngx_http_quota_redis_gone(void *data)
 {
-    ngx_http_quota_redis_t  *rd = data;
+    ngx_http_quota_redis_node_t  *node = data;
 
-    rd->ac = NULL;
-    rd->ready = 0;
-    rd->pending = 0;
-    rd->setup = 0;
+    node->ac = NULL;
+    node->ready = 0;
+    node->pending = 0;
+    node->setup = 0;
 
     /* a no-op when the failure that closed it was reported already */
-    ngx_http_quota_conn_failed(&rd->conn, "connection closed");
+    ngx_http_quota_conn_failed(&node->conn, "connection closed");
+
+    if (node->rd->cluster && !node->rd->exiting) {
+        ngx_http_quota_cluster_node_lost(node->rd->cluster, node);
+    }
 }
 
 
 static void
 ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev)
 {
-    ngx_http_quota_redis_t  *rd;
+    ngx_http_quota_redis_node_t  *node;
 
-    rd = (ngx_http_quota_redis_t *)
-             ((u_char *) ev - offsetof(ngx_http_quota_redis_t, watchdog));
+    node = (ngx_http_quota_redis_node_t *)
+               ((u_char *) ev - offsetof(ngx_http_quota_redis_node_t, watchdog));
 
-    if (rd->ac && !rd->ready
-        && ngx_current_msec - rd->started > NGX_HTTP_QUOTA_REDIS_CONNECT_MAX)
+    if (node->ac && !node->ready
+        && ngx_current_msec - node->started > NGX_HTTP_QUOTA_REDIS_CONNECT_MAX)
     {
-        ngx_http_quota_conn_failed(&rd->conn, "connect timed out");
-        redisAsyncFree(rd->ac);
+        ngx_http_quota_conn_failed(&node->conn, "connect timed out");
+        redisAsyncFree(node->ac);
 
-    } else if (rd->ac && rd->pending
-               && ngx_current_msec - rd->progress
+    } else if (node->ac && node->pending
+               && ngx_current_msec - node->progress
                   > NGX_HTTP_QUOTA_REDIS_STALL_MAX)
     {
-        ngx_http_quota_conn_failed(&rd->conn,
+        ngx_http_quota_conn_failed(&node->conn,
                                    "no answer for %M ms, reconnecting",
-                                   ngx_current_msec - rd->progress);
-        redisAsyncFree(rd->ac);
+                                   ngx_current_msec - node->progress);
+        redisAsyncFree(node->ac);
 
-    } else if (rd->ready) {
+    } else if (node->ready) {
         /* Redis refused them (out of memory, read-only): one tries again */
-        ngx_http_quota_kept_replay(&rd->kept, 1);
+        ngx_http_quota_kept_replay(&node->rd->kept, 1);
     }
 
-    if (!rd->exiting) {
-        ngx_add_timer(&rd->watchdog, NGX_HTTP_QUOTA_REDIS_WATCHDOG);
+    if (!node->rd->exiting) {
+        ngx_add_timer(&node->watchdog, NGX_HTTP_QUOTA_REDIS_WATCHDOG);
     }
 }
 
@@ -349,8 +489,8 @@ ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev)
  * settlements and refunds it has just queued.
  */
 
-static void
-ngx_http_quota_redis_drain(ngx_http_quota_redis_t *rd)
+void
+ngx_http_quota_redis_node_drain(ngx_http_quota_redis_node_t *node)
 {
     int            n;
     ngx_msec_t     start, left;
@@ -358,25 +498,25 @@ ngx_http_quota_redis_drain(ngx_http_quota_redis_t *rd)
 
     start = ngx_current_msec;
 
-    while (rd->ac && rd->pending) {
+    while (node->ac && node->pending) {
 
         ngx_time_update();
 
         left = NGX_HTTP_QUOTA_REDIS_DRAIN - (ngx_current_msec - start);
 
         if (ngx_current_msec - start >= NGX_HTTP_QUOTA_REDIS_DRAIN) {
-            ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                          "quota: redis: %ui replies still pending at exit",
-                          rd->pending);
+            ngx_log_error(NGX_LOG_WARN, node->rd->log, 0,
+                          "quota: %s: %ui replies still pending at exit",
+                          node->name, node->pending);
             return;
         }
 
-        pfd.fd = rd->ac->c.fd;
+        pfd.fd = node->ac->c.fd;
         pfd.events = POLLIN;
         pfd.revents = 0;
 
-        if (!(rd->ac->c.flags & REDIS_CONNECTED)
-            || sdslen(rd->ac->c.obuf) > 0)
+        if (!(node->ac->c.flags & REDIS_CONNECTED)
+            || sdslen(node->ac->c.obuf) > 0)
         {
             pfd.events |= POLLOUT;
         }
@@ -388,11 +528,11 @@ ngx_http_quota_redis_drain(ngx_http_quota_redis_t *rd)
         }
 
         if (pfd.revents & (POLLOUT|POLLERR|POLLHUP)) {
-            redisAsyncHandleWrite(rd->ac);
+            redisAsyncHandleWrite(node->ac);
         }
 
-        if (rd->ac && (pfd.revents & (POLLIN|POLLERR|POLLHUP))) {
-            redisAsyncHandleRead(rd->ac);
+        if (node->ac && (pfd.revents & (POLLIN|POLLERR|POLLHUP))) {
+            redisAsyncHandleRead(node->ac);
         }
     }
 }

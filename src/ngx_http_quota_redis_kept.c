@@ -140,15 +140,12 @@ ngx_http_quota_kept_dead(ngx_http_quota_kept_t *k,
     ngx_http_quota_redis_res_t *res)
 {
     int64_t      epoch;
-    ngx_str_t   *run_id, argv[NGX_HTTP_QUOTA_REDIS_MAX_INCR + 1];
+    ngx_str_t    argv[NGX_HTTP_QUOTA_REDIS_MAX_INCR + 1];
     ngx_uint_t   i;
 
-
-    run_id = ngx_http_quota_redis_run_id(k->q->rd);
-
     if (res->mark.data
-        && quota_epoch_mark_parse(res->mark.data, res->mark.len,
-                                  run_id->data, run_id->len, &epoch)
+        && ngx_http_quota_redis_mark_parse(k->q->rd, &res->mark,
+                                           res->run_id, &epoch)
            == QUOTA_EPOCH_CURRENT
         && epoch == k->epoch)
     {

@@ -88,7 +88,8 @@ ngx_http_quota_reserve(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_quota_module);
 
     if (qmcf->redis_store == NULL
-        || ngx_http_quota_redis_usable(qmcf->redis_store) != NGX_OK)
+        || ngx_http_quota_redis_usable(qmcf->redis_store, &ctx->tag)
+           != NGX_OK)
     {
         ngx_http_quota_reserve_fail(ctx, "redis is unavailable");
         return NGX_OK;
@@ -374,7 +375,8 @@ ngx_http_quota_reserve_reply(ngx_http_quota_redis_op_t *op,
     }
 
     current = res->rc == NGX_OK
-              ? ngx_http_quota_epoch_seen(txn->entry, txn->epoch, &res->mark)
+              ? ngx_http_quota_epoch_seen(txn->entry, txn->epoch, &res->mark,
+                                        res->run_id)
               : NGX_ERROR;
 
     if (res->rc == NGX_OK && (ctx == NULL || current != NGX_OK)) {

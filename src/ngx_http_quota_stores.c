@@ -13,6 +13,8 @@
 #include <libpq-fe.h>
 
 
+static ngx_int_t ngx_http_quota_redis_address(ngx_conf_t *cf,
+    ngx_http_quota_redis_conf_t *rc, ngx_str_t *value);
 static ngx_int_t ngx_http_quota_pg_conninfo(ngx_conf_t *cf,
     PQconninfoOption *opts, ngx_str_t *given, ngx_str_t *conninfo);
 
@@ -35,6 +37,8 @@ ngx_http_quota_create_main_conf(ngx_conf_t *cf)
      *     qmcf->redis.unix_path = { 0, NULL };
      *     qmcf->redis.password = { 0, NULL };
      *     qmcf->redis.prefix = { 0, NULL };
+     *     qmcf->redis.seeds = NULL;
+     *     qmcf->redis.cluster = 0;
      */
 
     qmcf->redis.db = NGX_CONF_UNSET;
@@ -71,16 +75,21 @@ ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf)
 }
 
 
+/*
+ * quota_redis ADDRESS... [cluster] [timeout=50ms] [password=] [db=]
+ *             [prefix=];
+ */
+
 char *
 ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_quota_main_conf_t  *qmcf = conf;
 
-    u_char      *p;
-    ngx_str_t   *value, s;
-    ngx_url_t    u;
-    ngx_uint_t   i;
+    u_char                       *p;
+    ngx_str_t                    *value, s;
+    ngx_uint_t                    i;
+    ngx_http_quota_redis_addr_t  *seed;
 
     if (qmcf->enabled) {
         return "is duplicate";
@@ -88,51 +97,18 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = value[1];
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "quota_redis: %s in address \"%V\"",
-                           u.err ? u.err : "invalid address", &u.url);
+    qmcf->redis.seeds = ngx_array_create(cf->pool, 3,
+                                         sizeof(ngx_http_quota_redis_addr_t));
+    if (qmcf->redis.seeds == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    if (u.family == AF_UNIX) {
-        qmcf->redis.unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-        if (qmcf->redis.unix_path.data == NULL) {
-            return NGX_CONF_ERROR;
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "cluster") == 0) {
+            qmcf->redis.cluster = 1;
+            continue;
         }
-
-        qmcf->redis.unix_path.len = u.host.len;
-        ngx_memcpy(qmcf->redis.unix_path.data, u.host.data, u.host.len);
-        qmcf->redis.unix_path.data[u.host.len] = '\0';
-
-    } else {
-        if (u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "quota_redis: no address for \"%V\"", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        /* resolved now: hiredis would resolve names blocking the worker */
-
-        p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        qmcf->redis.host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                       u.addrs[0].socklen, p,
-                                       NGX_SOCKADDR_STRLEN, 0);
-        p[qmcf->redis.host.len] = '\0';
-        qmcf->redis.host.data = p;
-        qmcf->redis.port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
             s.data = value[i].data + 8;
@@ -140,7 +116,9 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
             qmcf->redis.timeout = ngx_parse_time(&s, 0);
 
-            if (qmcf->redis.timeout == (ngx_msec_t) NGX_ERROR || qmcf->redis.timeout == 0) {
+            if (qmcf->redis.timeout == (ngx_msec_t) NGX_ERROR
+                || qmcf->redis.timeout == 0)
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "quota_redis: invalid timeout \"%V\"",
                                    &s);
@@ -188,15 +166,125 @@ ngx_http_quota_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
             continue;
         }
 
+        if (ngx_strlchr(value[i].data, value[i].data + value[i].len, '=')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_redis: invalid parameter \"%V\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_quota_redis_address(cf, &qmcf->redis, &value[i])
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    seed = qmcf->redis.seeds->elts;
+
+    if (qmcf->redis.seeds->nelts == 0 && qmcf->redis.unix_path.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "quota_redis: invalid parameter \"%V\"",
-                           &value[i]);
+                           "quota_redis: no address");
         return NGX_CONF_ERROR;
+    }
+
+    if (!qmcf->redis.cluster
+        && qmcf->redis.seeds->nelts + (qmcf->redis.unix_path.len ? 1 : 0) > 1)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: several addresses are the seed "
+                           "nodes of a Redis Cluster: add \"cluster\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (qmcf->redis.cluster && qmcf->redis.unix_path.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: a Redis Cluster is reached over "
+                           "TCP, not \"unix:\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (qmcf->redis.cluster && qmcf->redis.db > 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: \"db=\" cannot be used with "
+                           "\"cluster\": a Redis Cluster has database 0 "
+                           "only");
+        return NGX_CONF_ERROR;
+    }
+
+    if (qmcf->redis.seeds->nelts) {
+        qmcf->redis.host = seed[0].host;
+        qmcf->redis.port = seed[0].port;
     }
 
     qmcf->enabled = 1;
 
     return NGX_CONF_OK;
+}
+
+
+/* an address, resolved now: hiredis would resolve names blocking the worker */
+
+static ngx_int_t
+ngx_http_quota_redis_address(ngx_conf_t *cf,
+    ngx_http_quota_redis_conf_t *rc, ngx_str_t *value)
+{
+    u_char                       *p;
+    ngx_url_t                     u;
+    ngx_http_quota_redis_addr_t  *seed;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: %s in address \"%V\"",
+                           u.err ? u.err : "invalid address", &u.url);
+        return NGX_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        if (rc->unix_path.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "quota_redis: more than one \"unix:\" "
+                               "address");
+            return NGX_ERROR;
+        }
+
+        rc->unix_path.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (rc->unix_path.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        rc->unix_path.len = u.host.len;
+        ngx_memcpy(rc->unix_path.data, u.host.data, u.host.len);
+        rc->unix_path.data[u.host.len] = '\0';
+
+        return NGX_OK;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "quota_redis: no address for \"%V\"", &u.url);
+        return NGX_ERROR;
+    }
+
+    seed = ngx_array_push(rc->seeds);
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+
+    if (seed == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    seed->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                                   NGX_SOCKADDR_STRLEN, 0);
+    p[seed->host.len] = '\0';
+    seed->host.data = p;
+    seed->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_OK;
 }
 
 

@@ -496,3 +496,78 @@ quota_concurrency names scope "team", which no quota_scope declares in \S+nginx[
     }
 --- nginx_t_fails
 quota_concurrency: duplicate for scope "tenant"
+
+
+=== TEST 32: several addresses without cluster
+--- http_config
+    quota_redis 127.0.0.1:6379 127.0.0.1:6380;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_limit     tenant 5 day;
+        quota_estimate  0.01;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_redis: several addresses are the seed nodes of a Redis Cluster: add "cluster"
+
+
+=== TEST 33: a cluster over a unix socket
+--- http_config
+    quota_redis unix:/tmp/redis.sock cluster;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_limit     tenant 5 day;
+        quota_estimate  0.01;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_redis: a Redis Cluster is reached over TCP, not "unix:"
+
+
+=== TEST 34: a cluster with a database
+--- http_config
+    quota_redis 127.0.0.1:7000 127.0.0.1:7001 cluster db=2;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_limit     tenant 5 day;
+        quota_estimate  0.01;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_redis: "db=" cannot be used with "cluster": a Redis Cluster has database 0 only
+
+
+=== TEST 35: a cluster with a bad seed
+--- http_config
+    quota_redis 127.0.0.1:7000 127.0.0.1:70001 cluster;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_limit     tenant 5 day;
+        quota_estimate  0.01;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_redis: invalid port in address "127\.0\.0\.1:70001"
+
+
+=== TEST 36: a cluster with no address
+--- http_config
+    quota_redis cluster timeout=50ms;
+--- config
+    location /t {
+        quota           llm;
+        quota_scope     tenant $http_x_tenant_id;
+        quota_limit     tenant 5 day;
+        quota_estimate  0.01;
+        proxy_pass      http://127.0.0.1:$TEST_NGINX_UPSTREAM_PORT/;
+    }
+--- nginx_t_fails
+quota_redis: no address
