@@ -9,41 +9,32 @@ Test::Quota::Cluster - a real Redis Cluster for a test: start, route, migrate, f
 =head1 DESCRIPTION
 
 Part of L<Test::Quota>, which re-exports its functions.  Six redis-server
-processes (3 masters, 3 replicas by default), children of the test on
-loopback, their files in F<$tmp/cluster/PORT>, each started with
-C<--cluster-enabled yes --cluster-node-timeout 1000 --save "" --appendonly
-no>, joined by C<redis-cli --cluster create ... --cluster-replicas 1>.
-A node listens on PORT and on PORT + 10000 (its cluster bus): both are
-taken below the ephemeral port range, where no outgoing connection lands,
-and checked free.  They stop at exit with the other servers, and die with
-the test on C<SIGKILL> (C<PR_SET_PDEATHSIG>).
+nodes (3 masters, 3 replicas), children of the test on loopback, files in
+F<$tmp/cluster/PORT>, started with C<--cluster-enabled yes
+--cluster-node-timeout 1000 --save "" --appendonly no> and joined by
+C<redis-cli --cluster create ... --cluster-replicas 1>.  A node's PORT and
+PORT + 10000 (its bus) are both checked free, below the ephemeral range.
+They stop at exit with the other servers, and die with the test on
+C<SIGKILL>.  Ports name nodes; replies are those of C<redis_cmd>
+(C<"ERR:..."> for error replies); a node that does not answer in time
+makes a call die.
 
 =head1 FUNCTIONS
 
-Ports name nodes.  Replies are those of C<redis_cmd> (L<Test::Quota::Redis>):
-error replies come back as C<"ERR:..."> strings; a node that cannot be
-reached or does not answer in time makes the call die.
-
 =over 4
 
-=item cluster_start(masters => 3, replicas => 1)
+=item cluster_start(masters => 3, replicas => 1), cluster_stop(), cluster_running()
 
-Starts the nodes, creates the cluster, and returns (the master ports)
-once every node says C<cluster_state:ok>, every node has the same slot
-map, and every master has its replicas connected.  A cluster already
-running is returned as it is.
+C<cluster_start> returns the master ports once every node says
+C<cluster_state:ok> with the same slot map and every master has its
+replicas (a running cluster is returned as it is).  C<cluster_stop> stops
+every node, paused ones too.
 
-=item cluster_stop()
+=item cluster_seeds(), cluster_masters(), cluster_nodes(), cluster_replicas_of($port)
 
-Stops every node (C<SIGCONT> first for a paused one); 1 if any ran.
-
-=item cluster_running(), cluster_seeds(), cluster_masters(), cluster_nodes(), cluster_replicas_of($port)
-
-C<cluster_seeds> is C<"127.0.0.1:P1 127.0.0.1:P2 127.0.0.1:P3"> (the
-masters at start, for C<quota_redis ... cluster>; also in
-C<$ENV{TEST_NGINX_CLUSTER_SEEDS}>).  C<cluster_masters> are the ports of
-the masters that hold slots now, in slot order; C<cluster_nodes> all ports
-still running.
+C<"127.0.0.1:P1 127.0.0.1:P2 127.0.0.1:P3">, the masters at start (also
+C<$ENV{TEST_NGINX_CLUSTER_SEEDS}>); the masters holding slots now, in
+slot order; every node running; a master's replicas.
 
 =item cluster_cmd($port, @args)
 
@@ -51,45 +42,35 @@ One command on one node, on a cached connection: no redirection.
 
 =item cluster_keyslot($key), cluster_master_of($key_or_slot)
 
-The slot (CRC16 of the hash tag, as Redis computes it) and the port of
-its master in the current map.  A number is taken as a slot.
+The slot (CRC16 of the hash tag) and its master in the current map.
 
 =item cluster_call(@args), cluster_get($key)
 
-The command sent to the master of its first key (C<$args[1]>), following
-C<MOVED> (the map is read again) and C<ASK> (C<ASKING>, then the command,
-on the importing node), retrying C<TRYAGAIN> and C<CLUSTERDOWN> for up to
-C<$Test::Quota::REDIS_TIMEOUT> seconds.  A key named by C<quota_key()>
-without an epoch (C<:e*>) gets its tag's epoch, as C<redis_cmd> does.
+To the master of the first key (C<$args[1]>), following C<MOVED> (the map
+is read again) and C<ASK> (C<ASKING> first), retrying C<TRYAGAIN> and
+C<CLUSTERDOWN> up to C<$Test::Quota::REDIS_TIMEOUT> s.  A C<quota_key()>
+without an epoch (C<:e*>) gets its tag's, as with C<redis_cmd>.
 
-=item cluster_kill_master($port, sync => 0)
+=item cluster_kill_master($port, sync => 0), cluster_node_restart($port)
 
-With C<sync>, first waits (C<WAIT>) until its replicas have every write.
-C<SIGKILL>s the master, waits until one of its replicas holds its slots and
-the cluster is ok again on every node left; returns the new master's port.
-
-=item cluster_node_restart($port)
-
-Starts a stopped node again on its port and files: a former master comes
-back as a replica of the one that replaced it.
+C<SIGKILL>s a master (with C<sync>, once C<WAIT> says its replicas have
+every write), waits until a replica holds its slots and every node left
+is ok: the new master's port.  C<cluster_node_restart> starts a stopped
+node again: a former master comes back as a replica.
 
 =item cluster_migrate_slot_begin($slot, $from, $to), cluster_migrate_keys($slot, $from, $to), cluster_migrate_slot_end($slot, $to), cluster_migrate_slot($slot, $from, $to)
 
-C<CLUSTER SETSLOT IMPORTING> on C<$to>, then C<MIGRATING> on C<$from>:
-from then on a key of the slot that has left C<$from> is answered with
-C<ASK>.  C<cluster_migrate_keys> moves the keys (C<CLUSTER GETKEYSINSLOT>,
-C<MIGRATE ... KEYS>) and returns how many.  C<cluster_migrate_slot_end>
-sends C<SETSLOT NODE> to C<$to> and then every other master, and waits
-until every node agrees: then C<MOVED>.  C<cluster_migrate_slot> is the
-three in a row.
+C<SETSLOT IMPORTING> on C<$to>, C<MIGRATING> on C<$from> (from then on,
+C<ASK> for keys gone from C<$from>); the keys moved (C<GETKEYSINSLOT>,
+C<MIGRATE ... KEYS>: how many); C<SETSLOT NODE> on C<$to> and every
+other master, until all nodes agree (then C<MOVED>); the three in a row.
 
 =item cluster_down(), cluster_up()
 
-C<cluster_down> pauses (C<SIGSTOP>) all masters but one: too few masters
-are left for a majority, so no replica is promoted, the paused nodes
-answer nothing and the others, after the node timeout, C<CLUSTERDOWN>.
-Returns the paused ports once the master left says C<cluster_state:fail>.
-C<cluster_up> resumes them and waits until the cluster is ok again.
+Pauses (C<SIGSTOP>) all masters but one: no majority is left, so no
+replica is promoted; the paused answer nothing, the others C<CLUSTERDOWN>
+once the master left says C<cluster_state:fail> (the ports paused are
+returned).  C<cluster_up> resumes them and waits until all is ok again.
 
 =back
 
