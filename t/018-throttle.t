@@ -263,8 +263,10 @@ subtest 'half way: factor 0.5, about half of 400 requests admitted' => sub {
     readings(load => 1.00, used => 0.10);
     ok(wait_for(sub { factor() eq '0.500' }, 3), 'back to 0.500');
 
-    # Each request is admitted when its random $request_id hashes below
-    # the factor: the admitted count of 400 is Binomial(400, 0.5), of
+    # Each request is admitted when the hash of its id (the worker's
+    # counter is its last part; the hash ends in a 64-bit mixer, so the
+    # draws are as good as independent) falls below the factor: the
+    # admitted count of 400 is then Binomial(400, 0.5), of
     # standard deviation 10.  By Hoeffding, a count outside 140..260 (a
     # share off by 0.15) has a probability under 2 exp(-2 * 400 * 0.15^2)
     # = 2 e^-18, about 3 in 100 million.
