@@ -3,7 +3,8 @@
  * (edges, the longest value, no leading zeros), the exact text of an id,
  * the counter going up, a long host cut, the bound never passed, and
  * distinct workers or requests never sharing an id: every id parses back
- * into the fields it was made of.
+ * into the fields it was made of; and the throttle's draws on one
+ * worker's consecutive ids admitting the share asked, as random ones do.
  */
 
 #define UNIT_RNG_SEED  0x27d4eb2f165667c5ULL
@@ -18,6 +19,7 @@
 #include <cmocka.h>
 
 #include "quota_reqid.h"
+#include "quota_throttle.h"
 
 
 static void
@@ -200,6 +202,58 @@ test_distinct(void **state)
 }
 
 
+/*
+ * quota_throttle admits a request when the hash of its id falls below
+ * the factor.  Ids differ only in their counter from one request to the
+ * next; the shares admitted must still be those of independent draws:
+ * over 200,000 ids within 0.5 % of the factor (the standard deviation of
+ * a random share is 0.1 %), and of every 400 in a row (as t/018 sends)
+ * within 140..260 at 0.5.
+ */
+static void
+test_throttle_draws(void **state)
+{
+    size_t          n, i, k, admitted, window;
+    int64_t         factor;
+    quota_reqid_t   id;
+    unsigned char   buf[QUOTA_REQID_MAX];
+
+    static const int64_t  factors[] = { 100000, 500000, 900000 };
+
+    (void) state;
+
+    for (k = 0; k < 3; k++) {
+        factor = factors[k];
+
+        quota_reqid_init(&id, (const unsigned char *) "gw-1", 4,
+                         1764590400123ULL + k, 4242, rng());
+
+        admitted = 0;
+        window = 0;
+
+        for (i = 0; i < 200000; i++) {
+            n = quota_reqid_next(&id, buf);
+
+            if (quota_throttle_admit(quota_throttle_hash(buf, n), factor)) {
+                admitted++;
+                window++;
+            }
+
+            if ((i + 1) % 400 == 0) {
+                if (factor == 500000) {
+                    assert_in_range(window, 140, 260);
+                }
+
+                window = 0;
+            }
+        }
+
+        assert_in_range(admitted, (size_t) (factor * 2 / 10) - 1000,
+                        (size_t) (factor * 2 / 10) + 1000);
+    }
+}
+
+
 int
 main(void)
 {
@@ -208,6 +262,7 @@ main(void)
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_distinct),
+        cmocka_unit_test(test_throttle_draws),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
