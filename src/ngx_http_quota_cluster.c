@@ -292,9 +292,7 @@ ngx_http_quota_flight_send(ngx_http_quota_flight_t *f,
         }
     }
 
-    if (node->pending++ == 0) {
-        node->progress = ngx_current_msec;
-    }
+    ngx_http_quota_redis_sent(node);
 
     f->node = node;
     f->kind = QUOTA_CLUSTER_OTHER;
@@ -421,13 +419,8 @@ ngx_http_quota_flight_follow(ngx_http_quota_flight_t *f,
         return;
     }
 
-    to = ngx_http_quota_redis_node_find(cl->rd, f->to_host, f->to_len,
-                                        f->to_port);
-    if (to == NULL) {
-        to = ngx_http_quota_redis_node_add(cl->rd, f->to_host, f->to_len,
-                                           f->to_port);
-    }
-
+    to = ngx_http_quota_redis_node_get(cl->rd, f->to_host, f->to_len,
+                                       f->to_port);
     if (to == NULL) {
         ngx_http_quota_flight_deliver(f, node, reply);
         return;
@@ -600,9 +593,7 @@ ngx_http_quota_cluster_refresh_handler(ngx_event_t *ev)
             continue;
         }
 
-        if (node->pending++ == 0) {
-            node->progress = ngx_current_msec;
-        }
+        ngx_http_quota_redis_sent(node);
 
         cl->reading = 1;
         cl->asked = ngx_current_msec;
@@ -658,14 +649,10 @@ ngx_http_quota_cluster_range(ngx_http_quota_cluster_t *cl,
         len = asked->host.len;
     }
 
-    node = ngx_http_quota_redis_node_find(cl->rd, host, len,
-                                          (ngx_int_t) m->element[1]->integer);
+    node = ngx_http_quota_redis_node_get(cl->rd, host, len,
+                                         (ngx_int_t) m->element[1]->integer);
     if (node == NULL) {
-        node = ngx_http_quota_redis_node_add(cl->rd, host, len,
-                                          (ngx_int_t) m->element[1]->integer);
-        if (node == NULL) {
-            return NGX_DECLINED;
-        }
+        return NGX_DECLINED;
     }
 
     ngx_memset(cl->map + start, node->index + 1, end - start + 1);
