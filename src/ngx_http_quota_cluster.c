@@ -74,6 +74,7 @@ typedef struct {
     ngx_int_t                      to_port;
     size_t                         to_len;
     u_char                         to_host[NGX_SOCKADDR_STRLEN];
+    u_char                         why[80];     /* its text, for the log */
 
     ngx_uint_t                     n;
     size_t                        *ends;       /* offsets into data */
@@ -317,6 +318,9 @@ ngx_http_quota_flight_met(ngx_http_quota_flight_t *f, redisReply *reply)
     f->kind = e.kind;
     f->to_port = e.port;
 
+    (void) ngx_cpystrn(f->why, (u_char *) reply->str,
+                       ngx_min(reply->len + 1, sizeof(f->why)));
+
     /* no host: the node that answered, which does not know its address */
 
     if (e.host_len == 0) {
@@ -462,8 +466,25 @@ static void
 ngx_http_quota_flight_deliver(ngx_http_quota_flight_t *f,
     ngx_http_quota_redis_node_t *node, redisReply *reply)
 {
+    redisReply                      why;
     ngx_http_quota_redis_op_t      *op;
     ngx_http_quota_redis_parse_pt   parse;
+    u_char                          text[sizeof(f->why)];
+
+    /* given up on a redirect: its text says more than EXECABORT's */
+
+    if (f->kind != QUOTA_CLUSTER_OTHER && reply
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "EXECABORT", 9) == 0)
+    {
+        ngx_memcpy(text, f->why, sizeof(text));
+        ngx_memzero(&why, sizeof(redisReply));
+
+        why.type = REDIS_REPLY_ERROR;
+        why.str = (char *) text;
+        why.len = ngx_strlen(text);
+        reply = &why;
+    }
 
     /* the op's handler may send again, or end what holds it */
 
