@@ -74,6 +74,7 @@ typedef struct {
     ngx_int_t                      to_port;
     size_t                         to_len;
     u_char                         to_host[NGX_SOCKADDR_STRLEN];
+    u_char                         why[80];     /* its text, for the log */
 
     ngx_uint_t                     n;
     size_t                        *ends;       /* offsets into data */
@@ -292,9 +293,7 @@ ngx_http_quota_flight_send(ngx_http_quota_flight_t *f,
         }
     }
 
-    if (node->pending++ == 0) {
-        node->progress = ngx_current_msec;
-    }
+    ngx_http_quota_redis_sent(node);
 
     f->node = node;
     f->kind = QUOTA_CLUSTER_OTHER;
@@ -318,6 +317,9 @@ ngx_http_quota_flight_met(ngx_http_quota_flight_t *f, redisReply *reply)
 
     f->kind = e.kind;
     f->to_port = e.port;
+
+    (void) ngx_cpystrn(f->why, (u_char *) reply->str,
+                       ngx_min(reply->len + 1, sizeof(f->why)));
 
     /* no host: the node that answered, which does not know its address */
 
@@ -421,13 +423,8 @@ ngx_http_quota_flight_follow(ngx_http_quota_flight_t *f,
         return;
     }
 
-    to = ngx_http_quota_redis_node_find(cl->rd, f->to_host, f->to_len,
-                                        f->to_port);
-    if (to == NULL) {
-        to = ngx_http_quota_redis_node_add(cl->rd, f->to_host, f->to_len,
-                                           f->to_port);
-    }
-
+    to = ngx_http_quota_redis_node_get(cl->rd, f->to_host, f->to_len,
+                                       f->to_port);
     if (to == NULL) {
         ngx_http_quota_flight_deliver(f, node, reply);
         return;
@@ -469,8 +466,25 @@ static void
 ngx_http_quota_flight_deliver(ngx_http_quota_flight_t *f,
     ngx_http_quota_redis_node_t *node, redisReply *reply)
 {
+    redisReply                      why;
     ngx_http_quota_redis_op_t      *op;
     ngx_http_quota_redis_parse_pt   parse;
+    u_char                          text[sizeof(f->why)];
+
+    /* given up on a redirect: its text says more than EXECABORT's */
+
+    if (f->kind != QUOTA_CLUSTER_OTHER && reply
+        && reply->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(reply->str, "EXECABORT", 9) == 0)
+    {
+        ngx_memcpy(text, f->why, sizeof(text));
+        ngx_memzero(&why, sizeof(redisReply));
+
+        why.type = REDIS_REPLY_ERROR;
+        why.str = (char *) text;
+        why.len = ngx_strlen(text);
+        reply = &why;
+    }
 
     /* the op's handler may send again, or end what holds it */
 
@@ -600,9 +614,7 @@ ngx_http_quota_cluster_refresh_handler(ngx_event_t *ev)
             continue;
         }
 
-        if (node->pending++ == 0) {
-            node->progress = ngx_current_msec;
-        }
+        ngx_http_quota_redis_sent(node);
 
         cl->reading = 1;
         cl->asked = ngx_current_msec;
@@ -658,14 +670,10 @@ ngx_http_quota_cluster_range(ngx_http_quota_cluster_t *cl,
         len = asked->host.len;
     }
 
-    node = ngx_http_quota_redis_node_find(cl->rd, host, len,
-                                          (ngx_int_t) m->element[1]->integer);
+    node = ngx_http_quota_redis_node_get(cl->rd, host, len,
+                                         (ngx_int_t) m->element[1]->integer);
     if (node == NULL) {
-        node = ngx_http_quota_redis_node_add(cl->rd, host, len,
-                                          (ngx_int_t) m->element[1]->integer);
-        if (node == NULL) {
-            return NGX_DECLINED;
-        }
+        return NGX_DECLINED;
     }
 
     ngx_memset(cl->map + start, node->index + 1, end - start + 1);

@@ -211,11 +211,18 @@ ngx_http_quota_redis_node_send(ngx_http_quota_redis_node_t *node,
         }
     }
 
+    ngx_http_quota_redis_sent(node);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_quota_redis_sent(ngx_http_quota_redis_node_t *node)
+{
     if (node->pending++ == 0) {
         node->progress = ngx_current_msec;
     }
-
-    return NGX_OK;
 }
 
 

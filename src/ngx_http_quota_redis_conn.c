@@ -123,7 +123,7 @@ ngx_http_quota_redis_exit(ngx_http_quota_redis_t *rd)
 
 
 ngx_http_quota_redis_node_t *
-ngx_http_quota_redis_node_find(ngx_http_quota_redis_t *rd, u_char *host,
+ngx_http_quota_redis_node_get(ngx_http_quota_redis_t *rd, u_char *host,
     size_t len, ngx_int_t port)
 {
     ngx_uint_t                    i;
@@ -139,7 +139,7 @@ ngx_http_quota_redis_node_find(ngx_http_quota_redis_t *rd, u_char *host,
         }
     }
 
-    return NULL;
+    return ngx_http_quota_redis_node_add(rd, host, len, port);
 }
 
 

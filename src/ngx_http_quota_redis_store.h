@@ -91,10 +91,13 @@ typedef void (*ngx_http_quota_redis_parse_pt)(
 
 /* ngx_http_quota_redis_conn.c */
 
-/* a node at host:port (host need not be terminated), connecting now */
+/*
+ * the node at host:port (host need not be terminated); _get adds it, and
+ * connects, when the store does not know it yet
+ */
 ngx_http_quota_redis_node_t *ngx_http_quota_redis_node_add(
     ngx_http_quota_redis_t *rd, u_char *host, size_t len, ngx_int_t port);
-ngx_http_quota_redis_node_t *ngx_http_quota_redis_node_find(
+ngx_http_quota_redis_node_t *ngx_http_quota_redis_node_get(
     ngx_http_quota_redis_t *rd, u_char *host, size_t len, ngx_int_t port);
 
 /* at exit: what was just queued is given a moment, then the node goes */
@@ -103,6 +106,9 @@ void ngx_http_quota_redis_node_free(ngx_http_quota_redis_node_t *node);
 
 /* a reply came: one fewer outstanding, and the node is alive */
 void ngx_http_quota_redis_answered(redisAsyncContext *ac);
+
+/* a command went: one more reply to wait for */
+void ngx_http_quota_redis_sent(ngx_http_quota_redis_node_t *node);
 
 
 /* ngx_http_quota_redis.c */

@@ -10,6 +10,7 @@ use warnings;
 
 use lib 't/lib';
 use Test::Quota;
+use Test::Quota::Ledger qw(ledger_spent ledger_rows);
 use Test::MockLLM;
 use POSIX ();
 use Time::HiRes qw(time sleep);
@@ -45,17 +46,6 @@ sub tkey { quota_key(scopes => [tenant => shift], meter => 'llm', period => 'day
 
 sub spent { redis_cmd('GET', tkey(shift)) // 0 }
 
-sub ledger {
-    my $t = shift;
-    return scalar psql("SELECT coalesce(sum(actual_micros), 0) FROM quota.spend_events
-                         WHERE scope_ids[1] = '$t'");
-}
-
-sub rows {
-    my ($t, $n) = @_;
-    return wait_for(sub { psql("SELECT count(*) FROM quota.spend_events
-                                 WHERE scope_ids[1] = '$t'") >= $n }, 10);
-}
 
 sub restores {
     my $t = shift;
@@ -70,30 +60,11 @@ sub negatives {
     return grep { !/:(?:epoch|restoring)\z/ && (redis_cmd('GET', $_) // 0) < 0 } @$keys;
 }
 
-# both runs at once, one in a child: { status => count } of each
-sub at_once {
-    my ($a, $b) = @_;
-    pipe(my $rd, my $wr) or die $!;
-    my $pid = fork // die $!;
-    if ($pid == 0) {
-        close $rd;
-        my $got = parallel_requests(%$b);
-        print $wr join(',', map { "$_=$got->{$_}" } sort keys %$got);
-        close $wr;
-        POSIX::_exit(0);
-    }
-    close $wr;
-    my $first = parallel_requests(%$a);
-    my %second = map { split /=/ } split /,/, do { local $/; <$rd> } // '';
-    waitpid $pid, 0;
-    return ($first, \%second);
-}
-
 
 subtest 'FLUSHALL with the connection kept: what was spent stays spent' => sub {
     is(fixed('flush', 3)->{status}, 200, 'spent $3') for 1 .. 3;
     is(fixed('flush', 3)->{status}, 429, '$12 would be over the $10');
-    ok(rows('flush', 4), 'the ledger has the four rows');
+    ok(ledger_rows('flush', 4), 'the ledger has the four rows');
     is(spent('flush'), 9_000_000, 'Redis has $9');
 
     redis_cmd('FLUSHALL');
@@ -109,16 +80,16 @@ subtest 'FLUSHALL with the connection kept: what was spent stays spent' => sub {
 
     is(fixed('flush', 1)->{status}, 200, 'the $1 left can be spent');
     is(fixed('flush', 0.000001)->{status}, 429, 'and no more');
-    ok(rows('flush', 7), 'all rows in');
+    ok(ledger_rows('flush', 7), 'all rows in');
     is(spent('flush'), 10_000_000, 'Redis: $10');
-    is(ledger('flush'), 10_000_000, 'the ledger: the same');
+    is(ledger_spent('flush'), 10_000_000, 'the ledger: the same');
 };
 
 
 subtest 'two nginx nodes notice the same loss: restored once' => sub {
     nginx_node_start('b', nginx_args());
     is(fixed('both', 6)->{status}, 200, 'spent $6');
-    ok(rows('both', 1), 'in the ledger');
+    ok(ledger_rows('both', 1), 'in the ledger');
     my $before = restores('both');
 
     redis_cmd('FLUSHALL');
@@ -126,16 +97,16 @@ subtest 'two nginx nodes notice the same loss: restored once' => sub {
     my %req = (clients => 5, total => 20, uri => '/fixed',
                headers => { 'X-Tenant-Id' => 'both', 'X-User-Id' => 'bob',
                             'X-Estimate' => '0.5' });
-    my ($a, $b) = at_once({ %req }, { %req, port => nginx_node_port('b') });
+    my ($a, $b) = parallel_at_once({ %req }, { %req, port => nginx_node_port('b') });
 
     my $ok = ($a->{200} // 0) + ($b->{200} // 0);
     is($ok, 8, 'the $4 left admitted $0.50 eight times, on both nodes together')
       or diag(explain([$a, $b]));
     is(($a->{429} // 0) + ($b->{429} // 0), 32, 'the rest refused');
     is(restores('both') - $before, 1, 'the counters were restored exactly once');
-    ok(rows('both', 41), 'every row in the ledger');
+    ok(ledger_rows('both', 41), 'every row in the ledger');
     is(spent('both'), 10_000_000, 'Redis: $10');
-    is(ledger('both'), 10_000_000, 'the ledger: the same');
+    is(ledger_spent('both'), 10_000_000, 'the ledger: the same');
 };
 
 
@@ -143,7 +114,7 @@ subtest 'a restart from a stale snapshot, as a failover to a lagging replica' =>
     is(fixed('stale', 2)->{status}, 200, 'spent $2');
     redis_cmd('SAVE');
     is(fixed('stale', 2)->{status}, 200, 'then $2 more') for 1 .. 2;
-    ok(rows('stale', 3), 'the ledger has $6');
+    ok(ledger_rows('stale', 3), 'the ledger has $6');
 
     my $dir = redis_cmd('CONFIG', 'GET', 'dir')->[1];
     redis_signal('KILL');
@@ -158,8 +129,8 @@ subtest 'a restart from a stale snapshot, as a failover to a lagging replica' =>
     ok(wait_for(sub { spent('stale') == 6_000_000 }, 5),
        'the $6 the ledger knows are back') or diag(spent('stale'));
     is(fixed('stale', 4)->{status}, 200, 'the $4 left can be spent');
-    ok(rows('stale', 5), 'all rows in');
-    is(spent('stale'), ledger('stale'), 'Redis equals the ledger');
+    ok(ledger_rows('stale', 5), 'all rows in');
+    is(spent('stale'), ledger_spent('stale'), 'Redis equals the ledger');
 };
 
 
@@ -205,17 +176,17 @@ subtest 'SIGKILL and an empty restart with streams in flight' => sub {
     ok(wait_for(sub { !negatives('streams') }, 2), 'no key of the tenant is left below zero')
       or diag(join ' ', negatives('streams'));
 
-    ok(rows('streams', 20), 'the twenty rows are in the ledger');
+    ok(ledger_rows('streams', 20), 'the twenty rows are in the ledger');
     my $res = http_request(method => 'POST', uri => '/v1/chat/completions',
                            body => '{"model":"gpt-4o","max_tokens":10,'
                                    . '"messages":[{"role":"user","content":"hi"}]}',
                            headers => { 'X-Tenant-Id' => 'streams',
                                         'Content-Type' => 'application/json' });
     is($res->{status}, 200, 'a request after the loss');
-    ok(rows('streams', 21), 'in the ledger too');
-    ok(wait_for(sub { spent('streams') == ledger('streams') }, 5),
+    ok(ledger_rows('streams', 21), 'in the ledger too');
+    ok(wait_for(sub { spent('streams') == ledger_spent('streams') }, 5),
        'Redis equals the ledger: the streams\' exact cost, once')
-      or diag(spent('streams') . ' in Redis, ' . ledger('streams') . ' in the ledger');
+      or diag(spent('streams') . ' in Redis, ' . ledger_spent('streams') . ' in the ledger');
     is(scalar(negatives('streams')), 0, 'no negative key left');
 };
 
@@ -228,7 +199,7 @@ subtest 'the overshoot is bounded by the spend not yet in the ledger' => sub {
 
     is(fixed('bound', 2, port => nginx_node_port('b'))->{status}, 200, 'spent $2 on b')
       for 1 .. 3;
-    is(ledger('bound'), 0, 'not in the ledger yet');
+    is(ledger_spent('bound'), 0, 'not in the ledger yet');
 
     redis_cmd('FLUSHALL');
     my $t0 = time;
@@ -238,11 +209,11 @@ subtest 'the overshoot is bounded by the spend not yet in the ledger' => sub {
     is($admitted, 10, 'the restore knew $0: $10 more admitted, $6 over the limit');
     cmp_ok(time - $t0, '<', 4, 'before b wrote its rows');
 
-    ok(rows('bound', 3 + 12), 'b\'s rows arrive');
+    ok(ledger_rows('bound', 3 + 12), 'b\'s rows arrive');
     ok(wait_for(sub { spent('bound') == 16_000_000 }, 5),
        'and b hands their $6 to the restored counters')
       or diag(spent('bound'));
-    is(ledger('bound'), 16_000_000, 'the ledger: the same');
+    is(ledger_spent('bound'), 16_000_000, 'the ledger: the same');
     is(fixed('bound', 0.01)->{status}, 429, 'refused from then on');
     nginx_node_stop('b');
 };

@@ -48,6 +48,13 @@ Returns C<< { status => count } >>.  Requests that got no response, or
 were not sent before the overall (scaled) C<deadline>, count as status 0;
 children still running then are killed.
 
+=item parallel_at_once(\%first, $second)
+
+C<parallel_requests(%first)> in a child while C<$second> runs here: the
+arguments of another C<parallel_requests>, or code.  Returns (the child's
+C<< { status => count } >>, what C<$second> returned), for two loads (two
+nginx nodes) at the same time, or a load while a test does something.
+
 =back
 
 =cut
@@ -66,7 +73,8 @@ use Test::Quota::Socket qw(_connect _write_all _fill);
 use Test::Quota::Nginx qw(nginx_port);
 
 use Exporter 'import';
-our @EXPORT = qw(http_request http_raw http_abort parallel_requests);
+our @EXPORT = qw(http_request http_raw http_abort parallel_requests
+                 parallel_at_once);
 our @EXPORT_OK = qw(_header_pairs);
 
 # croak names the line of the test that called the harness
@@ -331,6 +339,26 @@ sub parallel_requests {
     close $_ for values %pipe_of;
     $count{0} += $total - $got if $got < $total;
     return \%count;
+}
+
+sub parallel_at_once {
+    my ($first, $second) = @_;
+    pipe(my $rd, my $wr) or croak "pipe: $!";
+    my $pid = fork // croak "fork: $!";
+    if (!$pid) {
+        close $rd;
+        _in_child(sub {
+            my $got = parallel_requests(%$first);
+            syswrite $wr, join(',', map { "$_=$got->{$_}" } sort keys %$got);
+            POSIX::_exit(0);
+        });
+    }
+    close $wr;
+    my $here = ref $second eq 'CODE' ? $second->() : parallel_requests(%$second);
+    my %there = map { split /=/ } split /,/, do { local $/; <$rd> } // '';
+    close $rd;
+    _reap($pid, 60);
+    return (\%there, $here);
 }
 
 # in a child: sends $n requests, writes each status on its own line

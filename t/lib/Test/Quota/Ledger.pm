@@ -60,6 +60,12 @@ arrayref of rows) one after the other with C<quota.record_spend>, all
 writers at once, as nginx workers and nodes do.  Returns once all are
 done: the number of writers that had an error.
 
+=item ledger_spent($scope_id), ledger_rows($scope_id, $n)
+
+What the ledger holds of a first scope's id (a tenant): the sum of its
+rows' C<actual_micros>; whether it has at least C<$n> rows, waiting up to
+10 s (scaled) for them.
+
 =item sh(@command)
 
 Runs a command: (exit code, stdout and stderr together).
@@ -100,10 +106,25 @@ use Test::Quota::Pg qw(psql pg_conninfo);
 use Exporter 'import';
 our @EXPORT_OK = qw(
     ms row lim record_spend record_batch record_in_parallel sh psql_at psql_script
+    ledger_spent ledger_rows
     pg_listen pg_notifications pg_listen_end
 );
 
 $Carp::Internal{ (__PACKAGE__) }++;
+
+sub ledger_spent {
+    my $id = shift;
+    $id =~ s/'/''/g;
+    return scalar psql("SELECT coalesce(sum(actual_micros), 0) FROM quota.spend_events
+                         WHERE scope_ids[1] = '$id'");
+}
+
+sub ledger_rows {
+    my ($id, $n) = @_;
+    $id =~ s/'/''/g;
+    return wait_for(sub { psql("SELECT count(*) FROM quota.spend_events
+                                 WHERE scope_ids[1] = '$id'") >= $n }, 10);
+}
 
 my $JSON = JSON::PP->new->canonical;
 my $SEQ  = 0;
