@@ -180,7 +180,6 @@ typedef struct {
     ngx_http_quota_ledger_t     *ledger;
     ngx_http_quota_limits_loader_t  *limits;   /* worker 0 only */
 
-    ngx_int_t                    request_id;     /* variable index */
 
     ngx_http_quota_redis_t      *redis_store;
     ngx_http_quota_epochs_t     *epochs;

@@ -457,8 +457,11 @@ ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev)
     node = (ngx_http_quota_redis_node_t *)
                ((u_char *) ev - offsetof(ngx_http_quota_redis_node_t, watchdog));
 
+    /* a timeout longer than a second is a slow network: it may connect so */
+
     if (node->ac && !node->ready
-        && ngx_current_msec - node->started > NGX_HTTP_QUOTA_REDIS_CONNECT_MAX)
+        && ngx_current_msec - node->started
+           > ngx_max(NGX_HTTP_QUOTA_REDIS_CONNECT_MAX, node->rd->conf->timeout))
     {
         ngx_http_quota_conn_failed(&node->conn, "connect timed out");
         redisAsyncFree(node->ac);

@@ -43,7 +43,6 @@ ngx_http_quota_create_main_conf(ngx_conf_t *cf)
 
     qmcf->redis.db = NGX_CONF_UNSET;
     qmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
-    qmcf->request_id = NGX_ERROR;
 
     return qmcf;
 }
@@ -59,16 +58,6 @@ ngx_http_quota_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (qmcf->redis.prefix.data == NULL) {
         ngx_str_set(&qmcf->redis.prefix, "quota:");
-    }
-
-    if (qmcf->pg_conninfo.len) {
-        ngx_str_t  name = ngx_string("request_id");
-
-        qmcf->request_id = ngx_http_get_variable_index(cf, &name);
-
-        if (qmcf->request_id == NGX_ERROR) {
-            return NGX_CONF_ERROR;
-        }
     }
 
     return NGX_CONF_OK;
