@@ -121,9 +121,14 @@ DECLARE
     a      quota.alerts;
     known  text[];
 BEGIN
+    -- (EXECUTE: each batch is planned for its own size and the tables'
+    -- size now; a plan kept from a first batch against empty tables, or
+    -- from a replay that added nothing, took seconds a batch later)
+
     -- every scope path of the batch, remembered the first time it comes:
     -- the paths of each scope list of the batch once, and only the paths
     -- not yet known tried (an insert that conflicts costs several probes)
+    EXECUTE $q$
     INSERT INTO quota.scopes AS s
            (scope_path, depth, scope, scope_id, parent_path, first_seen_at)
     SELECT DISTINCT ON (p.path)
@@ -139,11 +144,13 @@ BEGIN
                       FROM unnest(c.paths) WITH ORDINALITY AS x(path, d)) p
      WHERE NOT EXISTS (SELECT FROM quota.scopes k WHERE k.scope_path = p.path)
      ORDER BY p.path, c.first
-        ON CONFLICT (scope_path) DO NOTHING;
+        ON CONFLICT (scope_path) DO NOTHING
+    $q$;
 
     -- the batch's zones (UTC aside) that PostgreSQL knows, remembered the
     -- first time they come; asked before any window is computed, since an
     -- unknown one is an error wherever it is used
+    EXECUTE $q$
     WITH named AS (
         SELECT DISTINCT l->>'tz' AS tz
           FROM new_rows n, jsonb_array_elements(n.limits) l
@@ -159,9 +166,10 @@ BEGIN
          ORDER BY k.tz
             ON CONFLICT (tz) DO NOTHING
     )
-    SELECT coalesce(array_agg(k.tz), '{}') INTO known FROM zones k;
+    SELECT coalesce(array_agg(k.tz), '{}') FROM zones k
+    $q$ INTO known;
 
-    FOR a IN
+    FOR a IN EXECUTE $q$
         WITH entries AS MATERIALIZED (
             SELECT n.request_id, n.ts, n.resource_type, n.scope_names,
                    n.scope_ids, n.decision, n.alert_percents,
@@ -174,7 +182,7 @@ BEGIN
                    n.paths[j.depth] AS path,
                    coalesce(n.paths[j.depth - 1], '') AS parent,
                    -- the local date (week, month) of a zoned entry
-                   CASE WHEN j.tz = ANY (known)
+                   CASE WHEN j.tz = ANY ($1)
                          AND j.period IN ('day', 'week', 'month')
                         THEN date_trunc(j.period, n.ts AT TIME ZONE j.tz) END
                        AS local_start
@@ -230,7 +238,7 @@ BEGIN
               LEFT JOIN zoned g
                 ON g.period = e.period AND g.tz = e.tz
                AND g.local_start = e.local_start
-             WHERE e.tz = 'UTC' OR e.tz = ANY (known)
+             WHERE e.tz = 'UTC' OR e.tz = ANY ($1)
              ORDER BY e.request_id, e.depth, e.period, e.unit, e.tz, e.soft,
                       e.limit_micros
         ), counted AS (
@@ -331,6 +339,7 @@ BEGIN
                   c.unit, c.tz, c.soft, c.percent
             ON CONFLICT ON CONSTRAINT alerts_key DO NOTHING
         RETURNING x.*
+    $q$ USING known
     LOOP
         PERFORM pg_notify('quota_alert', quota.alert_payload(a));
     END LOOP;
