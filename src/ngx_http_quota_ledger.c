@@ -7,15 +7,15 @@
  * over its bound.  A batch is COPY data: each row's JSON turned into a
  * line of COPY's text format (quota_copy.h) and sent in one round trip
  * with the statements that stage and ingest it (migrations/014), so that
- * PostgreSQL parses no JSON array; a batch with a row that cannot be
- * turned so, and every batch against a schema without quota.ingest(), goes
- * as before as `SELECT quota.record_batch($1)` with the rows as a JSON
- * array.  A batch whose fate is unknown (the
- * connection died with it, the worker is exiting) is spooled as well:
- * record_batch ignores rows it already has, so a row may be written twice
- * but is never counted twice.  When the spool cannot be written either
- * (no permission, disk full), rows stay in memory up to the queue's bound
- * and both ways are tried again every `flush`.
+ * PostgreSQL parses no JSON array.  A batch with a row that cannot be
+ * turned so, and every batch against a schema without quota.ingest(),
+ * goes as `SELECT quota.record_batch($1)` with the rows as a JSON array.
+ * A batch whose fate is unknown (the connection died with it, the worker
+ * is exiting) is spooled as well: the ledger ignores rows it already has,
+ * so a row may be written twice but is never counted twice.  When the
+ * spool cannot be written either (no permission, disk full), rows stay in
+ * memory up to the queue's bound and both ways are tried again every
+ * `flush`.
  */
 
 
@@ -26,6 +26,14 @@
 
 
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
+
+/*
+ * rows a batch replayed from the spool holds at most, whatever `batch`
+ * says: a spool holds a backlog, and PostgreSQL takes a row of a batch of
+ * 10,000 for far less than one of a batch of 500 (the per-batch work and
+ * the windows that rows share)
+ */
+#define NGX_HTTP_QUOTA_LEDGER_REPLAY_ROWS  10000
 
 /* one simple query: one transaction, one round trip */
 #define NGX_HTTP_QUOTA_LEDGER_COPY_SQL                                       \
@@ -376,7 +384,10 @@ ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
     }
 
     if (ngx_http_quota_spool_waiting(&lg->spool)
-        && ngx_http_quota_spool_next(&lg->spool, lg->conf->pg_batch, &batch)
+        && ngx_http_quota_spool_next(&lg->spool,
+                                     ngx_max(lg->conf->pg_batch,
+                                             NGX_HTTP_QUOTA_LEDGER_REPLAY_ROWS),
+                                     &batch)
            == NGX_OK)
     {
         (void) ngx_http_quota_ledger_send(lg, &batch, 1);
