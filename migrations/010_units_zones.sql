@@ -340,8 +340,10 @@ LANGUAGE sql VOLATILE AS $$
      -- Batches that share rows (a replay beside a retry) take their
      -- request ids in one order: no deadlocks.  The window rows all
      -- batches share are locked in order by spend_events_count.
+     -- No conflict target: the key is request_id, (request_id, ts) once
+     -- 013 partitions the ledger.
      ORDER BY r.request_id
-        ON CONFLICT (request_id) DO NOTHING
+        ON CONFLICT DO NOTHING
     RETURNING e.*
 $$;
 

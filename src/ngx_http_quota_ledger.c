@@ -2,24 +2,44 @@
  * The spend ledger writer.
  *
  * Rows wait in memory already framed as spool records, so the same bytes
- * can go either way: to PostgreSQL as one batch (`SELECT
- * quota.record_batch($1)` with the rows as a JSON array), or to the
- * worker's spool file with a single write when PostgreSQL is down, slow,
- * or the queue is over its bound.  A batch whose fate is unknown (the
- * connection died with it, the worker is exiting) is spooled as well:
- * record_batch ignores rows it already has, so a row may be written twice
- * but is never counted twice.  When the spool cannot be written either
- * (no permission, disk full), rows stay in memory up to the queue's bound
- * and both ways are tried again every `flush`.
+ * can go either way: to PostgreSQL as one batch, or to the worker's spool
+ * file with a single write when PostgreSQL is down, slow, or the queue is
+ * over its bound.  A batch is COPY data: each row's JSON turned into a
+ * line of COPY's text format (quota_copy.h) and sent in one round trip
+ * with the statements that stage and ingest it (migrations/014), so that
+ * PostgreSQL parses no JSON array.  A batch with a row that cannot be
+ * turned so, and every batch against a schema without quota.ingest(),
+ * goes as `SELECT quota.record_batch($1)` with the rows as a JSON array.
+ * A batch whose fate is unknown (the connection died with it, the worker
+ * is exiting) is spooled as well: the ledger ignores rows it already has,
+ * so a row may be written twice but is never counted twice.  When the
+ * spool cannot be written either (no permission, disk full), rows stay in
+ * memory up to the queue's bound and both ways are tried again every
+ * `flush`.
  */
 
 
 #include "ngx_http_quota_ledger.h"
 #include "ngx_http_quota_spool.h"
 #include "ngx_http_quota_metrics.h"
+#include "quota_copy.h"
 
 
 #define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
+
+/*
+ * rows a batch replayed from the spool holds at most, whatever `batch`
+ * says: a spool holds a backlog, and PostgreSQL takes a row of a batch of
+ * 10,000 for far less than one of a batch of 500 (the per-batch work and
+ * the windows that rows share)
+ */
+#define NGX_HTTP_QUOTA_LEDGER_REPLAY_ROWS  10000
+
+/* one simple query: one transaction, one round trip */
+#define NGX_HTTP_QUOTA_LEDGER_COPY_SQL                                       \
+    "SELECT quota.ingest_stage(); "                                         \
+    "COPY pg_temp.quota_ingest FROM STDIN; "                                \
+    "SELECT * FROM quota.ingest()"
 
 
 struct ngx_http_quota_ledger_s {
@@ -30,8 +50,10 @@ struct ngx_http_quota_ledger_s {
 
     ngx_http_quota_buf_t                queue;      /* rows waiting */
     ngx_http_quota_buf_t                sent;       /* the batch in flight */
-    ngx_http_quota_buf_t                json;       /* its JSON array */
-    ngx_http_quota_pg_query_t           query;
+    ngx_http_quota_buf_t                json;       /* its COPY data or
+                                                       JSON array */
+    ngx_http_quota_pg_query_t           query;      /* record_batch */
+    ngx_http_quota_pg_query_t           copy;       /* COPY, ingest */
 
     ngx_event_t                         flush;
     ngx_event_t                         rescan;
@@ -44,6 +66,7 @@ struct ngx_http_quota_ledger_s {
     unsigned                            flush_due:1;
     unsigned                            stuck:1;    /* the spool failed */
     unsigned                            replaying:1; /* batch is from a file */
+    unsigned                            json_only:1; /* no quota.ingest() */
 };
 
 
@@ -53,6 +76,12 @@ static void ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data);
 static ngx_int_t ngx_http_quota_ledger_spool(ngx_http_quota_ledger_t *lg);
 static ngx_int_t ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
     ngx_http_quota_buf_t *records, ngx_uint_t replaying);
+static ngx_http_quota_pg_query_t *ngx_http_quota_ledger_copy_data(
+    ngx_http_quota_ledger_t *lg, ngx_http_quota_buf_t *records);
+static ngx_http_quota_pg_query_t *ngx_http_quota_ledger_json_array(
+    ngx_http_quota_ledger_t *lg, ngx_http_quota_buf_t *records);
+static void ngx_http_quota_ledger_no_ingest(ngx_http_quota_ledger_t *lg,
+    PGresult *res);
 static void ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q,
     PGresult *res);
 static void ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg);
@@ -91,6 +120,10 @@ ngx_http_quota_ledger_create(ngx_cycle_t *cycle,
     ngx_http_quota_pg_query_init(&lg->query,
                                  "SELECT * FROM quota.record_batch($1::jsonb)",
                                  1,
+                                 NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT,
+                                 ngx_http_quota_ledger_done, lg);
+
+    ngx_http_quota_pg_query_init(&lg->copy, NGX_HTTP_QUOTA_LEDGER_COPY_SQL, 0,
                                  NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT,
                                  ngx_http_quota_ledger_done, lg);
 
@@ -351,7 +384,10 @@ ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
     }
 
     if (ngx_http_quota_spool_waiting(&lg->spool)
-        && ngx_http_quota_spool_next(&lg->spool, lg->conf->pg_batch, &batch)
+        && ngx_http_quota_spool_next(&lg->spool,
+                                     ngx_max(lg->conf->pg_batch,
+                                             NGX_HTTP_QUOTA_LEDGER_REPLAY_ROWS),
+                                     &batch)
            == NGX_OK)
     {
         (void) ngx_http_quota_ledger_send(lg, &batch, 1);
@@ -368,38 +404,22 @@ static ngx_int_t
 ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
     ngx_http_quota_buf_t *records, ngx_uint_t replaying)
 {
-    u_char                *p;
-    size_t                 len, used, skip;
-    const u_char          *payload;
-    ngx_http_quota_buf_t   tmp;
+    ngx_http_quota_buf_t        tmp;
+    ngx_http_quota_pg_query_t  *q;
 
     if (ngx_http_quota_pg_idle(lg->pg) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    /* the JSON array: payloads joined by commas, NUL-terminated */
+    q = lg->json_only ? NULL : ngx_http_quota_ledger_copy_data(lg, records);
 
-    lg->json.len = 0;
+    if (q == NULL) {
+        q = ngx_http_quota_ledger_json_array(lg, records);
 
-    if (ngx_http_quota_buf_reserve(&lg->json, records->len + 3) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    p = lg->json.data;
-    *p++ = '[';
-
-    for (used = 0; used < records->len; used += skip) {
-        skip = quota_spool_payload(records->data + used, &payload, &len);
-
-        if (p > lg->json.data + 1) {
-            *p++ = ',';
+        if (q == NULL) {
+            return NGX_ERROR;
         }
-
-        p = ngx_cpymem(p, payload, len);
     }
-
-    *p++ = ']';
-    *p = '\0';
 
     if (replaying) {
         lg->sent.len = 0;
@@ -409,9 +429,7 @@ ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
         }
     }
 
-    lg->query.params[0] = (char *) lg->json.data;
-
-    if (ngx_http_quota_pg_send(lg->pg, &lg->query) != NGX_OK) {
+    if (ngx_http_quota_pg_send(lg->pg, q) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -434,6 +452,88 @@ ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
     ngx_http_quota_ledger_gauges(lg);
 
     return NGX_OK;
+}
+
+
+/* the records as COPY lines; NULL: a row is to go as JSON, or no memory */
+
+static ngx_http_quota_pg_query_t *
+ngx_http_quota_ledger_copy_data(ngx_http_quota_ledger_t *lg,
+    ngx_http_quota_buf_t *records)
+{
+    u_char        *p;
+    size_t         len, used, skip, n;
+    const u_char  *payload;
+
+    lg->json.len = 0;
+
+    /* quota_copy_max() of each row, summed */
+
+    if (ngx_http_quota_buf_reserve(&lg->json,
+                                   2 * records->len
+                                   + records->rows * quota_copy_max(0))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    p = lg->json.data;
+
+    for (used = 0; used < records->len; used += skip) {
+        skip = quota_spool_payload(records->data + used, &payload, &len);
+
+        n = quota_copy_row(p, payload, len);
+        if (n == 0) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, lg->log, 0,
+                           "quota: ledger batch goes as JSON");
+            return NULL;
+        }
+
+        p += n;
+    }
+
+    lg->copy.copy.data = lg->json.data;
+    lg->copy.copy.len = p - lg->json.data;
+
+    return &lg->copy;
+}
+
+
+/* the JSON array: payloads joined by commas, NUL-terminated */
+
+static ngx_http_quota_pg_query_t *
+ngx_http_quota_ledger_json_array(ngx_http_quota_ledger_t *lg,
+    ngx_http_quota_buf_t *records)
+{
+    u_char        *p;
+    size_t         len, used, skip;
+    const u_char  *payload;
+
+    lg->json.len = 0;
+
+    if (ngx_http_quota_buf_reserve(&lg->json, records->len + 3) != NGX_OK) {
+        return NULL;
+    }
+
+    p = lg->json.data;
+    *p++ = '[';
+
+    for (used = 0; used < records->len; used += skip) {
+        skip = quota_spool_payload(records->data + used, &payload, &len);
+
+        if (p > lg->json.data + 1) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, payload, len);
+    }
+
+    *p++ = ']';
+    *p = '\0';
+
+    lg->query.params[0] = (char *) lg->json.data;
+
+    return &lg->query;
 }
 
 
@@ -485,6 +585,10 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
         }
 
     } else {
+        if (q == &lg->copy) {
+            ngx_http_quota_ledger_no_ingest(lg, res);
+        }
+
         if (res) {
             ngx_log_error(NGX_LOG_ERR, lg->log, 0,
                           "quota: ledger batch of %ui rows not written: %s",
@@ -537,6 +641,40 @@ ngx_http_quota_ledger_requeue(ngx_http_quota_ledger_t *lg)
     if (!lg->flush.timer_set) {
         ngx_add_timer(&lg->flush, lg->conf->pg_flush);
     }
+}
+
+
+/*
+ * A schema from before migrations/014_ledger_ingest.sql: no
+ * quota.ingest_stage() (undefined function) or no staging table.  This
+ * worker's batches go as JSON from now on; the workers of the next reload
+ * (the migration run meanwhile) use COPY.
+ */
+
+static void
+ngx_http_quota_ledger_no_ingest(ngx_http_quota_ledger_t *lg, PGresult *res)
+{
+    char  *state;
+
+    if (res == NULL) {
+        return;
+    }
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state == NULL
+        || (ngx_strcmp(state, "42883") != 0 && ngx_strcmp(state, "42P01") != 0))
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, lg->log, 0,
+                  "quota: the ledger's schema has no quota.ingest() "
+                  "(migrations/014_ledger_ingest.sql): batches go as JSON "
+                  "through quota.record_batch()");
+
+    lg->json_only = 1;
+    lg->flush_due = 1;
 }
 
 

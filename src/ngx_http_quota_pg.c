@@ -66,6 +66,7 @@ static void ngx_http_quota_pg_read_handler(ngx_event_t *ev);
 static void ngx_http_quota_pg_write_handler(ngx_event_t *ev);
 static void ngx_http_quota_pg_flush(ngx_http_quota_pg_t *pg);
 static void ngx_http_quota_pg_results(ngx_http_quota_pg_t *pg);
+static ngx_int_t ngx_http_quota_pg_copy(ngx_http_quota_pg_t *pg);
 static void ngx_http_quota_pg_notifies(ngx_http_quota_pg_t *pg);
 static void ngx_http_quota_pg_run_idle(ngx_http_quota_pg_t *pg);
 static void ngx_http_quota_pg_timer_handler(ngx_event_t *ev);
@@ -209,8 +210,10 @@ ngx_http_quota_pg_send(ngx_http_quota_pg_t *pg, ngx_http_quota_pg_query_t *q)
         return NGX_DECLINED;
     }
 
-    if (!PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params,
-                           NULL, NULL, 0))
+    if (!(q->copy.data
+          ? PQsendQuery(pg->conn, q->sql)
+          : PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, q->params,
+                              NULL, NULL, 0)))
     {
         ngx_http_quota_pg_fail(pg, "query not sent");
         return NGX_DECLINED;
@@ -485,6 +488,16 @@ ngx_http_quota_pg_results(ngx_http_quota_pg_t *pg)
 
         res = PQgetResult(pg->conn);
 
+        if (res != NULL && PQresultStatus(res) == PGRES_COPY_IN) {
+            PQclear(res);
+
+            if (ngx_http_quota_pg_copy(pg) != NGX_OK) {
+                return;
+            }
+
+            continue;
+        }
+
         if (res != NULL) {
             /* a statement has one result: keep the last one anyway */
             if (pg->result) {
@@ -514,6 +527,43 @@ ngx_http_quota_pg_results(ngx_http_quota_pg_t *pg)
         ngx_http_quota_pg_run_idle(pg);
         return;
     }
+}
+
+
+/*
+ * The server waits for the COPY data: all of it goes into libpq's buffer
+ * at once (it grows to hold it, the batch is bounded by the queue's
+ * bound) and is sent as the socket takes it, as a large query is.
+ */
+
+static ngx_int_t
+ngx_http_quota_pg_copy(ngx_http_quota_pg_t *pg)
+{
+    int                         rc;
+    ngx_http_quota_pg_query_t  *q;
+
+    q = pg->query;
+
+    if (q->copy.data == NULL) {
+        /* a COPY the query did not bring data for: it fails, not hangs */
+        rc = PQputCopyEnd(pg->conn, "no data for this COPY");
+
+    } else {
+        rc = q->copy.len == 0
+             || PQputCopyData(pg->conn, (const char *) q->copy.data,
+                              (int) q->copy.len) == 1;
+
+        rc = rc ? PQputCopyEnd(pg->conn, NULL) : -1;
+    }
+
+    if (rc != 1) {
+        ngx_http_quota_pg_fail(pg, "COPY data not sent");
+        return NGX_ERROR;
+    }
+
+    ngx_http_quota_pg_flush(pg);
+
+    return pg->conn ? NGX_OK : NGX_ERROR;
 }
 
 

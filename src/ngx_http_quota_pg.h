@@ -41,6 +41,15 @@ struct ngx_http_quota_pg_query_s {
     const char                   *sql;
     int                           nparams;
     const char                   *params[NGX_HTTP_QUOTA_PG_MAX_PARAMS];
+
+    /*
+     * with copy set, sql is sent as one simple query (its statements run
+     * in one transaction, parameters are not used), and copy is the data
+     * of the COPY ... FROM STDIN among them; q->done gets the last
+     * statement's result, or the first error
+     */
+    ngx_str_t                     copy;
+
     ngx_msec_t                    timeout;
     ngx_http_quota_pg_done_pt     done;
     void                         *data;

@@ -19,7 +19,9 @@
 #include "ngx_http_quota_metrics.h"
 
 
-#define NGX_HTTP_QUOTA_SPOOL_READ  (256 * 1024)
+/* a replayed batch is at most this: the ledger takes big batches far
+   faster a row than small ones */
+#define NGX_HTTP_QUOTA_SPOOL_READ  (4 * 1024 * 1024)
 
 /* while PostgreSQL is behind, a full queue is spooled every few hundred ms */
 #define NGX_HTTP_QUOTA_SPOOL_REPORT  10

@@ -1,0 +1,155 @@
+# Ledger ingest at volume: 100,000 rows written the ways nginx writes
+# them (quota.record_batch with a JSON array, and COPY into the staging
+# table then quota.ingest()), across a month boundary, some batches
+# replayed whole or in part.  Every row arrives exactly once and every
+# window total is the sum of its rows.  Not a timing test: bench/ledger
+# measures the rate.
+#
+#   prove -I t/lib t/035-ledger-ingest.t
+use strict;
+use warnings;
+
+use Test::Quota;
+use Test::Quota::Ledger qw(ms sh psql_script);
+
+plan skip_all => 'PostgreSQL binaries not found' unless pg_available();
+
+$ENV{PGTZ} = 'UTC';
+delete $ENV{PGOPTIONS};
+
+pg_start();
+pg_migrate();
+
+my $ROWS    = $ENV{TEST_QUOTA_INGEST_ROWS} // 100_000;
+my $BATCH   = 5_000;
+my $TENANTS = 300;
+my $USERS   = 7;
+# the first half in November, the second in December: two partitions,
+# and day and month windows on both sides of the boundary
+my $T0 = ms('2025-11-30 23:59:00');
+
+my %want;    # scope path and day => [micros, rows]
+
+sub row_fields {
+    my $i = shift;
+    my $t = $i % $TENANTS;
+    my $u = int($i / $TENANTS) % $USERS;
+    my $ts = $T0 + int($i * 120 / $ROWS) * 1000 + $i % 1000;
+    my $actual = 1 + $i % 7;
+    return (sprintf('ingest-%08d', $i), $ts, "t$t", "u$u", $actual);
+}
+
+sub json_row {
+    my ($id, $ts, $t, $u, $actual) = row_fields(shift);
+    return qq({"request_id":"$id","ts_ms":$ts,"host":"web-1","resource_type":"ingest",)
+         . qq("scope_names":["tenant","user"],"scope_ids":["$t","$u"],"decision":"allowed",)
+         . qq("estimated_micros":10,"actual_micros":$actual,"upstream_status":200,)
+         . qq("http_status":200,"model":null,"prompt_tokens":null,"completion_tokens":null,)
+         . qq("cached_tokens":null,"epoch":17,"limits":[{"depth":1,"period":"day",)
+         . qq("limit_micros":1000000000000},{"depth":2,"period":"month","limit_micros":1000000000000}],)
+         . qq("alerts":[]});
+}
+
+# the columns of pg_temp.quota_ingest (014_ledger_ingest.sql), text format
+sub copy_row {
+    my ($id, $ts, $t, $u, $actual) = row_fields(shift);
+    return join("\t", $id, $ts, 'web-1', 'ingest', '{"tenant","user"}', qq({"$t","$u"}),
+                'allowed', 10, $actual, 200, 200, '\N', '\N', '\N', '\N',
+                '[{"depth":1,"period":"day","limit_micros":1000000000000},'
+                . '{"depth":2,"period":"month","limit_micros":1000000000000}]',
+                17, '{}', '\N') . "\n";
+}
+
+for my $i (0 .. $ROWS - 1) {
+    my ($id, $ts, $t, $u, $actual) = row_fields($i);
+    my @g = gmtime(int($ts / 1000));
+    my $day = sprintf('%04d-%02d-%02d', $g[5] + 1900, $g[4] + 1, $g[3]);
+    my $month = sprintf('%04d-%02d-01', $g[5] + 1900, $g[4] + 1);
+    for my $k ("tenant=$t day $day", "tenant=$t/user=$u month $month") {
+        $want{$k}[0] += $actual;
+        $want{$k}[1]++;
+    }
+}
+
+my $dir = nginx_dir();
+
+# batch $b as SQL: even batches as JSON, odd ones through COPY
+sub batch_sql {
+    my ($b, $from, $to) = @_;
+    my $file = "$dir/ingest-$b-$from.copy";
+    if ($b % 2 == 0) {
+        # the array as the one parameter nginx binds: through a table
+        # rather than a 2.5 MB literal in psql's script
+        open my $fh, '>', $file or die "$file: $!";
+        print $fh '[', join(',', map { json_row($_) } $from .. $to), "]\n";
+        close $fh;
+        return "TRUNCATE ingest_json;\n\\copy ingest_json FROM '$file'\n"
+             . "SELECT count(*) FROM ingest_json, quota.record_batch(ingest_json.j);\n";
+    }
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh map { copy_row($_) } $from .. $to;
+    close $fh;
+    return "BEGIN;\nSELECT quota.ingest_stage();\n"
+         . "\\copy pg_temp.quota_ingest FROM '$file'\n"
+         . "SELECT count(*) FROM quota.ingest();\nCOMMIT;\n";
+}
+
+my $script = "CREATE TEMP TABLE ingest_json (j jsonb);\n";
+for (my ($b, $from) = (0, 0); $from < $ROWS; $b++, $from += $BATCH) {
+    my $to = $from + $BATCH - 1;
+    $script .= batch_sql($b, $from, $to);
+    # a batch that comes again (its fate was unknown), whole or in part,
+    # the other way
+    $script .= batch_sql($b + 1, $from, $to) if $b % 5 == 0;
+    $script .= batch_sql($b, $from + 100, $from + 199) if $b % 7 == 3;
+}
+
+my ($rc, $out) = psql_script($script);
+is($rc, 0, 'every batch written') or diag(substr($out, 0, 4000));
+
+is(psql(q{SELECT count(*), count(DISTINCT request_id) FROM quota.spend_events
+           WHERE resource_type = 'ingest'}),
+   "$ROWS|$ROWS", 'every row once, replays and all');
+
+is(psql(q{SELECT count(*) FROM quota.spend_events
+           WHERE resource_type = 'ingest' AND ts < '2025-12-01'}),
+   $ROWS / 2, 'half of them in November');
+
+is(psql(q{SELECT string_agg(c.relname || '=' || n, ',' ORDER BY c.relname)
+            FROM (SELECT tableoid, count(*) AS n FROM quota.spend_events
+                   WHERE resource_type = 'ingest' GROUP BY tableoid) p
+            JOIN pg_class c ON c.oid = p.tableoid}),
+   'spend_events_p202511=' . $ROWS / 2 . ',spend_events_p202512=' . $ROWS / 2,
+   'in the partitions of their months, made by the batches');
+
+my %got = map { my ($k, $m, $n) = split /\|/; ($k => [$m, $n]) }
+          psql(q{SELECT w.scope_path || ' ' || w.period || ' '
+                        || to_char(w.window_start, 'YYYY-MM-DD'),
+                        w.spend_micros, w.requests
+                   FROM quota.spend_windows w WHERE w.resource_type = 'ingest'});
+
+is(scalar keys %got, scalar keys %want, 'one window row for each window');
+my @wrong = grep { !$got{$_} || $got{$_}[0] != $want{$_}[0] || $got{$_}[1] != $want{$_}[1] }
+            sort keys %want;
+is(scalar @wrong, 0, 'every window total is the sum of its rows')
+  or diag(join "\n", map { "$_: want @{$want{$_}}, got @{$got{$_} // []}" } @wrong[0 .. 4]);
+
+is(psql(q{SELECT count(*) FROM (
+             SELECT scope_path, period, window_start, spend_micros, requests
+               FROM quota.spend_windows WHERE resource_type = 'ingest'
+             EXCEPT
+             SELECT w.path, w.period, w.start, sum(e.actual_micros), count(*)
+               FROM quota.spend_events e,
+                    LATERAL (VALUES (e.scope_names[1] || '=' || e.scope_ids[1], 'day',
+                                     quota.window_start('day', e.ts)),
+                                    (e.scope_path, 'month',
+                                     quota.window_start('month', e.ts))) w(path, period, start)
+              WHERE e.resource_type = 'ingest'
+              GROUP BY 1, 2, 3) x}),
+   0, 'and the ledger says the same');
+
+is(psql(q{SELECT count(*) FROM quota.scopes WHERE scope_path LIKE 'tenant=t%'}),
+   $TENANTS + $TENANTS * $USERS, 'every scope path remembered once');
+
+pg_stop();
+done_testing();
