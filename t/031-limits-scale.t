@@ -170,7 +170,8 @@ subtest 'a locked ledger table does not hold a limit change up' => sub {
     ok(psql(q{SELECT count(*) FROM pg_stat_activity
                WHERE wait_event_type = 'Lock'
                  AND application_name = 'nginx quota ledger'
-                 AND query LIKE '%record_batch%'}) == 1,
+                 AND (query LIKE '%quota.ingest%'
+                      OR query LIKE '%record_batch%')}) == 1,
        'the worker\'s ledger batch waits for the lock');
 
     psql(q{UPDATE quota.cost_quotas SET limit_usd = 0.01 WHERE scope_id = 't9'});
