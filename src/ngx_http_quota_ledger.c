@@ -25,7 +25,13 @@
 #include "quota_copy.h"
 
 
-#define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  10000
+/*
+ * A replayed batch of 10,000 rows takes about a second, many more while
+ * PostgreSQL checkpoints on a slow disk; a batch that times out is sent
+ * again from the start, its work lost, so the bound is only for a
+ * PostgreSQL that has stopped answering
+ */
+#define NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT  30000
 
 /*
  * rows a batch replayed from the spool holds at most, whatever `batch`
