@@ -25,6 +25,7 @@ static void ngx_http_quota_redis_setup_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev);
 static void ngx_http_quota_redis_gone(void *data);
+static void ngx_http_quota_redis_node_drain(ngx_http_quota_redis_node_t *node);
 
 
 ngx_http_quota_redis_t *
@@ -111,7 +112,7 @@ ngx_http_quota_redis_exit(ngx_http_quota_redis_t *rd)
     ngx_http_quota_kept_exit(&rd->kept);
 
     for (i = 0; i < rd->nnodes; i++) {
-        ngx_http_quota_redis_node_free(rd->nodes[i]);
+        ngx_free(rd->nodes[i]);
     }
 
     if (rd->buf) {
@@ -202,22 +203,6 @@ ngx_http_quota_redis_node_add(ngx_http_quota_redis_t *rd, u_char *host,
     return node;
 }
 
-
-void
-ngx_http_quota_redis_node_free(ngx_http_quota_redis_node_t *node)
-{
-    ngx_http_quota_conn_exit(&node->conn);
-
-    if (node->watchdog.timer_set) {
-        ngx_del_timer(&node->watchdog);
-    }
-
-    if (node->ac) {
-        redisAsyncFree(node->ac);
-    }
-
-    ngx_free(node);
-}
 
 
 static void
@@ -492,7 +477,7 @@ ngx_http_quota_redis_watchdog_handler(ngx_event_t *ev)
  * settlements and refunds it has just queued.
  */
 
-void
+static void
 ngx_http_quota_redis_node_drain(ngx_http_quota_redis_node_t *node)
 {
     int            n;

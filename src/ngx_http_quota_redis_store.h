@@ -100,10 +100,6 @@ ngx_http_quota_redis_node_t *ngx_http_quota_redis_node_add(
 ngx_http_quota_redis_node_t *ngx_http_quota_redis_node_get(
     ngx_http_quota_redis_t *rd, u_char *host, size_t len, ngx_int_t port);
 
-/* at exit: what was just queued is given a moment, then the node goes */
-void ngx_http_quota_redis_node_drain(ngx_http_quota_redis_node_t *node);
-void ngx_http_quota_redis_node_free(ngx_http_quota_redis_node_t *node);
-
 /* a reply came: one fewer outstanding, and the node is alive */
 void ngx_http_quota_redis_answered(redisAsyncContext *ac);
 
