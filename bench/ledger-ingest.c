@@ -6,7 +6,9 @@
  *
  * Rows are made by quota_row_json() as the log phase makes them (tenant
  * and user scopes, a day limit on each, TENANTS x USERS scope ids spread
- * over the rows as bench/wrk/tenants.lua spreads requests); "copy" sends
+ * over the rows as bench/wrk/tenants.lua spreads requests: every pair
+ * once before any comes again, so a batch of 5000 has 5000 users and
+ * adds to some 6000 windows); "copy" sends
  * each batch as the ledger writer does (quota_copy_row(), then one simple
  * query: quota.ingest_stage(); COPY pg_temp.quota_ingest FROM STDIN;
  * quota.ingest()), "json" as quota.record_batch($1) with the JSON array.
@@ -156,7 +158,7 @@ main(int argc, char **argv)
                                            (i * 7919) % tenants);
             scopes[1].value = (const unsigned char *) user;
             scopes[1].value_len = snprintf(user, sizeof(user), "u%d",
-                                           (i * 104729) % users);
+                                           (i / tenants) % users);
             row.ts_ms = ts + i / 50;
 
             if (copy) {

@@ -151,5 +151,44 @@ is(psql(q{SELECT count(*) FROM (
 is(psql(q{SELECT count(*) FROM quota.scopes WHERE scope_path LIKE 'tenant=t%'}),
    $TENANTS + $TENANTS * $USERS, 'every scope path remembered once');
 
+# a batch with rows the ledger has, and one row twice: the insert goes the
+# slow way (015), each row counts once, and what is owed to a restored
+# Redis counter (the tag's epoch moved on) is what the new rows add
+{
+    my $now = time() * 1000;
+    my $row = sub {
+        my ($id, $actual) = @_;
+        return join("\t", $id, $now, 'web-1', 'owed', '{"tenant"}', '{"o1"}',
+                    'allowed', 10, $actual, 200, 200, '\N', '\N', '\N', '\N',
+                    '[{"depth":1,"period":"day","limit_micros":1000000000000}]',
+                    3, '{}', '\N') . "\n";
+    };
+    my $file = "$dir/owed.copy";
+    my $ingest = sub {
+        open my $fh, '>', $file or die "$file: $!";
+        print $fh @_;
+        close $fh;
+        return psql_script("BEGIN;\nSELECT quota.ingest_stage();\n"
+                         . "\\copy pg_temp.quota_ingest FROM '$file'\n"
+                         . "SELECT period || ' ' || amount FROM quota.ingest();\nCOMMIT;\n");
+    };
+    psql(q{INSERT INTO quota.redis_epochs (tag, epoch) VALUES ('tenant=o1', 4)});
+
+    my ($rc1, $out1) = $ingest->($row->('owed-1', 100), $row->('owed-2', 20));
+    like($out1, qr/^\s*day 120$/m, 'a first batch: owed what it adds') or diag($out1);
+
+    my ($rc2, $out2) = $ingest->($row->('owed-2', 20), $row->('owed-3', 3),
+                                 $row->('owed-3', 3), $row->('owed-4', 4000));
+    is($rc2, 0, 'a batch with a row the ledger has and a row twice is taken') or diag($out2);
+    like($out2, qr/^\s*day 4003$/m, 'owed: only what the new rows add') or diag($out2);
+
+    is(psql(q{SELECT count(*), count(DISTINCT request_id), sum(actual_micros)
+                FROM quota.spend_events WHERE resource_type = 'owed'}),
+       '4|4|4123', 'each row once');
+    is(psql(q{SELECT spend_micros, requests FROM quota.spend_windows
+               WHERE resource_type = 'owed'}),
+       '4123|4', 'and its window counts each once');
+}
+
 pg_stop();
 done_testing();
