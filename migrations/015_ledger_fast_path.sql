@@ -1,12 +1,11 @@
 -- 015_ledger_fast_path.sql: a batch's cost is its groups and windows, not
 -- its rows.
 --
--- Measured on 5000-row batches (bench/ledger: 1000 tenants x 10 users, a
--- day limit on each scope) before this file, 300-350 ms a batch went to:
--- the row checks run per row (limits_valid alone 9 us a row), scope paths
--- by a plpgsql call per row and per use, INSERT ... ON CONFLICT's
+-- Measured on 5000-row batches (bench/ledger, docs/ledger.md), time went
+-- to: the row checks run per row (limits_valid alone 9 us a row), scope
+-- paths by a plpgsql call per row and per use, INSERT ... ON CONFLICT's
 -- speculative insertion for every row, and a window trigger that sorted
--- and re-sorted every (row, limit) pair.  Now:
+-- and re-sorted every (row, limit) pair, wide, twice over.  Now:
 --
 --   * scope_paths is a SQL expression the planner inlines (up to three
 --     scopes; deeper lists take the loop);
@@ -20,7 +19,9 @@
 --     row still counts once, and the staging table is left holding the
 --     rows that were new;
 --   * the trigger sums the rows that share scopes, limits, thresholds and
---     second into groups before it looks at windows.
+--     second into groups before it looks at windows, reads each limits
+--     list once, and finds a window's totals and newest group with hash
+--     aggregates and joins rather than sorts.
 
 BEGIN;
 
@@ -188,6 +189,8 @@ BEGIN
 END
 $$;
 
+-- what nginx calls after the COPY: record_batch's result (010), owed
+-- amounts from the rows that were new
 CREATE OR REPLACE FUNCTION quota.ingest()
 RETURNS TABLE (epoch bigint, period text, window_start bigint,
                window_end bigint, resource_type text, scope_path text,
@@ -258,6 +261,11 @@ BEGIN
 END
 $$;
 
+------------------------------------------------------------------------------
+-- The ledger's statement trigger: 014's, on groups of rows.  work_mem: the
+-- steps of a 5000-row batch hold some 10 MB, and a sort or hash that spills
+-- to disk costs more than the rest of the batch.
+------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION quota.spend_events_count() RETURNS trigger
 LANGUAGE plpgsql SET jit = off SET work_mem = '64MB' AS $$
 DECLARE
@@ -331,13 +339,13 @@ BEGIN
              GROUP BY n.resource_type, n.scope_names, n.scope_ids, n.limits,
                       n.alert_percents, date_trunc('second', n.ts)
         ), lists AS MATERIALIZED (
-            -- each limits list of the batch read once, with what a row
-            -- of it counts against: one hard and one soft limit per
-            -- window, the tightest when a list names one twice ...
-            SELECT DISTINCT ON (l.limits, j.depth, j.period, j.unit, j.tz, j.soft)
-                   l.limits, j.depth, j.period, j.unit, j.tz, j.soft,
-                   j.limit_micros
-              FROM (SELECT DISTINCT g.limits FROM groups g) l,
+            -- each limits list of the batch read once: per window, its
+            -- tightest hard and soft limit, and the one a row counts
+            -- against, the hard one (a soft limit never refuses)
+            SELECT l.limits, j.depth, j.period, j.unit, j.tz,
+                   min(j.limit_micros) FILTER (WHERE NOT j.soft) AS hard,
+                   min(j.limit_micros) FILTER (WHERE j.soft) AS soft
+              FROM (SELECT g.limits FROM groups g GROUP BY g.limits) l,
                    LATERAL (SELECT j.depth, j.period, j.limit_micros,
                                    coalesce(j.soft, false) AS soft,
                                    coalesce(j.unit, 'usd') AS unit,
@@ -347,16 +355,14 @@ BEGIN
                                         limit_micros bigint, soft boolean,
                                         unit text, tz text)) j
              WHERE j.tz = 'UTC' OR j.tz = ANY ($1)
-             ORDER BY l.limits, j.depth, j.period, j.unit, j.tz, j.soft,
-                      j.limit_micros
-        ), counted AS (
-            -- ... and in each window the hard one (a soft limit never
-            -- refuses), else the soft one
-            SELECT DISTINCT ON (c.limits, c.depth, c.period, c.unit, c.tz) c.*
-              FROM lists c
-             ORDER BY c.limits, c.depth, c.period, c.unit, c.tz, c.soft
+             GROUP BY l.limits, j.depth, j.period, j.unit, j.tz
         ), entries AS (
-            SELECT g.*, c.depth, c.period, c.unit, c.tz, c.limit_micros,
+            -- only what the windows need: every column is copied into
+            -- each step below
+            SELECT g.resource_type, g.scope_names, g.scope_ids,
+                   g.alert_percents, g.requests, g.denials, g.first, g.last,
+                   g.newest, c.depth, c.period, c.unit, c.tz, c.hard, c.soft,
+                   coalesce(c.hard, c.soft) AS limit_micros,
                    quota.scope_path(g.scope_names, g.scope_ids, c.depth) AS path,
                    CASE c.unit WHEN 'req' THEN g.req WHEN 'tok' THEN g.tok
                                ELSE g.usd END AS amount,
@@ -364,14 +370,14 @@ BEGIN
                         THEN date_trunc(c.period, g.first AT TIME ZONE c.tz) END
                        AS local_start
               FROM groups g
-              JOIN counted c ON c.limits = g.limits
+              JOIN lists c ON c.limits = g.limits
         ), zoned AS (
             SELECT e.period, e.tz, e.local_start,
                    (quota.tz_window(e.period, min(e.first), e.tz)).*
               FROM entries e
              WHERE e.local_start IS NOT NULL
              GROUP BY e.period, e.tz, e.local_start
-        ), windowed AS (
+        ), windowed AS MATERIALIZED (
             SELECT e.*,
                    CASE WHEN e.local_start IS NULL
                         THEN quota.window_start(e.period, e.first)
@@ -391,26 +397,28 @@ BEGIN
                 ON e.local_start IS NOT NULL
                AND g.period = e.period AND g.tz = e.tz
                AND g.local_start = e.local_start
+        ), totals AS (
+            SELECT w.period, w.window_start, w.resource_type, w.path, w.unit,
+                   w.tz, sum(w.amount) AS spend_micros,
+                   sum(w.requests) AS requests, sum(w.denials) AS denials,
+                   max(w.last) AS last_seen_at, max(w.newest) AS newest
+              FROM windowed w
+             GROUP BY w.period, w.window_start, w.resource_type, w.path,
+                      w.unit, w.tz
         ), sums AS (
             -- a window's totals beside its newest group, whose limits and
             -- thresholds a crossing is measured against
-            SELECT DISTINCT ON (w.period, w.window_start, w.resource_type,
-                                w.path, w.unit, w.tz)
-                   w.period, w.window_start, w.resource_type, w.path, w.unit,
-                   w.tz, w.window_end, w.depth, w.limits, w.alert_percents,
-                   w.limit_micros,
+            SELECT t.*, w.window_end, w.depth, w.alert_percents,
+                   w.limit_micros, w.hard, w.soft,
                    w.scope_names[w.depth] AS scope,
                    array_to_string(w.scope_ids[1:w.depth], '/') AS id,
-                   quota.scope_path(w.scope_names, w.scope_ids, w.depth - 1) AS parent,
-                   sum(w.amount) OVER k AS spend_micros,
-                   sum(w.requests) OVER k AS requests,
-                   sum(w.denials) OVER k AS denials,
-                   max(w.last) OVER k AS last_seen_at
-              FROM windowed w
-            WINDOW k AS (PARTITION BY w.period, w.window_start, w.resource_type,
-                                      w.path, w.unit, w.tz)
-             ORDER BY w.period, w.window_start, w.resource_type, w.path,
-                      w.unit, w.tz, w.newest DESC
+                   quota.scope_path(w.scope_names, w.scope_ids, w.depth - 1) AS parent
+              FROM totals t
+              JOIN windowed w
+                ON w.newest = t.newest AND w.path = t.path
+               AND w.period = t.period AND w.unit = t.unit AND w.tz = t.tz
+               AND w.window_start = t.window_start
+               AND w.resource_type = t.resource_type
         ), windows AS (
             INSERT INTO quota.spend_windows AS w
                    (period, window_start, resource_type, scope_path, unit, tz,
@@ -451,9 +459,9 @@ BEGIN
               JOIN sums s
                 ON (s.period, s.window_start, s.resource_type, s.path, s.unit, s.tz)
                  = (w.period, w.window_start, w.resource_type, w.scope_path, w.unit, w.tz)
-              JOIN lists l
-                ON l.limits = s.limits AND l.depth = s.depth
-               AND l.period = s.period AND l.unit = s.unit AND l.tz = s.tz
+             -- the newest group's hard and soft limit of the window
+             CROSS JOIN LATERAL (VALUES (s.hard, false), (s.soft, true))
+                   AS l(limit_micros, soft)
               -- support's thresholds for the scope id, if any: a probe of
               -- cost_quotas_key per window (OFFSET 0 keeps it one)
               LEFT JOIN LATERAL (
@@ -469,6 +477,7 @@ BEGIN
                                   || CASE WHEN l.soft THEN 100 END) AS p
                      WHERE p BETWEEN 1 AND 1000) t
              WHERE s.spend_micros > 0
+               AND l.limit_micros IS NOT NULL
                AND (w.spend_micros - s.spend_micros)::numeric * 100
                    < t.percent::numeric * l.limit_micros
                AND w.spend_micros::numeric * 100
