@@ -65,10 +65,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 ------------------------------------------------------------------------------
--- Row checks: 014's functions, asked once for each distinct value.
+-- Row checks: 014's functions, asked once for each distinct value of the
+-- batch (OFFSET 0: a filter pushed below the DISTINCT runs once a row).
 ------------------------------------------------------------------------------
--- the checks of scopes and limits, asked once for each distinct value
--- (OFFSET 0: a filter pushed below the DISTINCT runs once a row)
 CREATE OR REPLACE FUNCTION quota.ingest_valid() RETURNS void
 LANGUAGE plpgsql STABLE SET jit = off AS $$
 DECLARE
@@ -105,6 +104,8 @@ $$;
 ALTER TABLE quota.spend_events DROP CONSTRAINT IF EXISTS spend_events_scopes_check;
 ALTER TABLE quota.spend_events DROP CONSTRAINT IF EXISTS spend_events_limits_check;
 
+-- 014's ingest_rows() returned the new rows; ingest_insert() leaves them
+-- in the staging table (its result type differs, hence a new name)
 DROP FUNCTION IF EXISTS quota.ingest_rows();
 CREATE OR REPLACE FUNCTION quota.ingest_insert() RETURNS integer
 LANGUAGE plpgsql VOLATILE SET jit = off AS $$
