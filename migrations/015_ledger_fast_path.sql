@@ -9,10 +9,9 @@
 --
 --   * scope_paths is a SQL expression the planner inlines (up to three
 --     scopes; deeper lists take the loop);
---   * scopes and limits are checked once for each distinct value of the
---     batch by quota.ingest_valid(), with the errors the CHECK constraints
---     gave (the constraints go: only the writers below insert rows, as the
---     schema's owner);
+--   * scopes and limits are checked by the ledger's trigger once for each
+--     distinct value of an insert, with the errors the CHECK constraints
+--     gave, in place of the constraints;
 --   * the rows go in with a plain INSERT; if one is there already (a
 --     replay, a retry, a row twice in a batch) the insert is rolled back
 --     to its savepoint and done again with ON CONFLICT DO NOTHING, so a
@@ -65,42 +64,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 ------------------------------------------------------------------------------
--- Row checks: 014's functions, asked once for each distinct value of the
--- batch (OFFSET 0: a filter pushed below the DISTINCT runs once a row).
-------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION quota.ingest_valid() RETURNS void
-LANGUAGE plpgsql STABLE SET jit = off AS $$
-DECLARE
-    r  record;
-BEGIN
-    FOR r IN
-        SELECT 'spend_events_scopes_check' AS name,
-               format('scope_names %s, scope_ids %s', d.scope_names, d.scope_ids) AS what
-          FROM (SELECT DISTINCT s.scope_names, s.scope_ids
-                  FROM pg_temp.quota_ingest s
-                OFFSET 0) d
-         WHERE quota.scopes_valid(d.scope_names, d.scope_ids) IS FALSE
-        UNION ALL
-        SELECT 'spend_events_limits_check',
-               format('limits %s for %s scopes', d.limits, d.n)
-          FROM (SELECT DISTINCT coalesce(s.limits, '[]') AS limits,
-                       cardinality(s.scope_ids) AS n
-                  FROM pg_temp.quota_ingest s
-                OFFSET 0) d
-         WHERE quota.limits_valid(d.limits, d.n) IS FALSE
-         LIMIT 1
-    LOOP
-        RAISE EXCEPTION 'new row for relation "spend_events" violates check constraint "%"', r.name
-              USING ERRCODE = 'check_violation', CONSTRAINT = r.name,
-                    SCHEMA = 'quota', TABLE = 'spend_events',
-                    DETAIL = 'Failing row contains ' || r.what || '.';
-    END LOOP;
-END
-$$;
-
-------------------------------------------------------------------------------
 -- The batch into the ledger.
 ------------------------------------------------------------------------------
+-- the ledger's trigger checks these once for each distinct value of a
+-- statement (below), not once a row
 ALTER TABLE quota.spend_events DROP CONSTRAINT IF EXISTS spend_events_scopes_check;
 ALTER TABLE quota.spend_events DROP CONSTRAINT IF EXISTS spend_events_limits_check;
 
@@ -131,7 +98,6 @@ DECLARE
     $i$;
 BEGIN
     PERFORM quota.ingest_check(to_regclass('pg_temp.quota_ingest'));
-    PERFORM quota.ingest_valid();
 
     -- shared with other batches, exclusive for a restore of the tag; in
     -- one order, and before the insert takes its snapshot (005)
@@ -274,7 +240,33 @@ DECLARE
     known  text[];
     loops  text := current_setting('enable_nestloop');
     raised bigint := 0;
+    bad    record;
 BEGIN
+    -- 014's row checks (the CHECK constraints of 002, with their names
+    -- and errors), asked once for each distinct value of the statement;
+    -- OFFSET 0: a filter pushed below the DISTINCT runs once a row
+    FOR bad IN EXECUTE $q$
+        SELECT 'spend_events_scopes_check' AS name,
+               format('scope_names %s, scope_ids %s', d.scope_names, d.scope_ids) AS what
+          FROM (SELECT DISTINCT n.scope_names, n.scope_ids FROM new_rows n
+                OFFSET 0) d
+         WHERE quota.scopes_valid(d.scope_names, d.scope_ids) IS FALSE
+        UNION ALL
+        SELECT 'spend_events_limits_check',
+               format('limits %s for %s scopes', d.limits, d.n)
+          FROM (SELECT DISTINCT n.limits, cardinality(n.scope_ids) AS n
+                  FROM new_rows n
+                OFFSET 0) d
+         WHERE quota.limits_valid(d.limits, d.n) IS FALSE
+         LIMIT 1
+    $q$
+    LOOP
+        RAISE EXCEPTION 'new row for relation "spend_events" violates check constraint "%"', bad.name
+              USING ERRCODE = 'check_violation', CONSTRAINT = bad.name,
+                    SCHEMA = 'quota', TABLE = 'spend_events',
+                    DETAIL = 'Failing row contains ' || bad.what || '.';
+    END LOOP;
+
     EXECUTE $q$
     INSERT INTO quota.scopes AS s
            (scope_path, depth, scope, scope_id, parent_path, first_seen_at)
@@ -528,8 +520,7 @@ BEGIN
 
     -- called only from the writers above
     FOREACH f IN ARRAY ARRAY[
-        'quota.ingest_insert()'::regprocedure,
-        'quota.ingest_valid()'
+        'quota.ingest_insert()'::regprocedure
     ] LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;

@@ -175,6 +175,7 @@ is(psql(q{SELECT count(*) FROM quota.scopes WHERE scope_path LIKE 'tenant=t%'}),
     psql(q{INSERT INTO quota.redis_epochs (tag, epoch) VALUES ('tenant=o1', 4)});
 
     my ($rc1, $out1) = $ingest->($row->('owed-1', 100), $row->('owed-2', 20));
+    is($rc1, 0, 'a first batch taken') or diag($out1);
     like($out1, qr/^\s*day 120$/m, 'a first batch: owed what it adds') or diag($out1);
 
     my ($rc2, $out2) = $ingest->($row->('owed-2', 20), $row->('owed-3', 3),

@@ -263,6 +263,13 @@ subtest 'record_spend refuses bad rows (the whole batch)' => sub {
         eval { record_spend($good, row(limits => [lim(1, 'day', 50)], %$o)) };
         like($@, $re, "rejected: $name");
     }
+    # the table's own rule, for writers other than nginx's functions too
+    eval { psql(q{INSERT INTO quota.spend_events (request_id, ts, host, resource_type,
+                         scope_names, scope_ids, decision, estimated_micros, actual_micros,
+                         http_status, limits)
+                  VALUES ('direct', now(), 'h', 'llm', '{tenant}', '{acme}', 'allowed', 1, 1,
+                          200, '[{"depth": 2, "period": "day", "limit_micros": 5}]')}) };
+    like($@, qr/spend_events_limits_check/, 'rejected: a bad row inserted directly');
     is(psql('SELECT count(*) FROM quota.spend_events'), 0, 'nothing of a bad batch is kept');
     is(psql('SELECT count(*) FROM quota.spend_windows'), 0, 'nor counted');
     eval { psql(q{SELECT quota.record_spend('{"request_id": "x"}')}) };
