@@ -205,8 +205,11 @@ sub cluster_start {
     $ID{$_} = cluster_cmd($_, 'CLUSTER', 'MYID') for @ports;
     _wait_settled('cluster_start', sub {
         my @m = grep { _role($_) eq 'master' } @ports;
+        # replicas connected, and known as such by gossip (CLUSTER NODES
+        # can say so a moment after INFO does)
         return @m == $a{masters}
-          && !grep { _info($_, 'replication', 'connected_slaves') < $a{replicas} } @m;
+          && !grep { _info($_, 'replication', 'connected_slaves') < $a{replicas}
+                     || cluster_replicas_of($_) < $a{replicas} } @m;
     });
     @SEEDS = cluster_masters();
     $ENV{TEST_NGINX_CLUSTER_SEEDS} = cluster_seeds();
