@@ -68,7 +68,9 @@ other master, until all nodes agree (then C<MOVED>); the three in a row.
 =item cluster_down(), cluster_up()
 
 Pauses (C<SIGSTOP>) all masters but one: no majority is left, so no
-replica is promoted; the paused answer nothing, the others C<CLUSTERDOWN>
+replica is promoted (their replicas are also told
+C<cluster-replica-no-failover> until C<cluster_up> has settled, since a
+master resumed first could vote); the paused answer nothing, the others C<CLUSTERDOWN>
 once the master left says C<cluster_state:fail> (the ports paused are
 returned).  C<cluster_up> resumes them and waits until all is ok again.
 
@@ -113,6 +115,7 @@ my %ID;          # port => node id
 my @SEEDS;       # the masters at start
 my @MAP;         # [first slot, last slot, master port, replica ports...]
 my %PAUSED;      # port => 1
+my %HELD;        # replicas kept from failing over while the cluster is down
 
 
 # ================================================================ ports
@@ -219,7 +222,7 @@ sub cluster_start {
 sub cluster_stop {
     my @ports = keys %PID or return 0;
     _node_stop($_) for @ports;
-    (@MAP, @SEEDS, %ID) = ();
+    (@MAP, @SEEDS, %ID, %HELD) = ();
     return 1;
 }
 
@@ -461,6 +464,14 @@ sub cluster_down {
     my @masters = cluster_masters();
     croak 'cluster_down: needs at least 2 masters' if @masters < 2;
     my ($left, @paused) = @masters;
+    # no majority is left to elect anyone, but a master resumed by
+    # cluster_up could vote before it has heard from the other: the
+    # replicas of the paused ones hold back until the cluster is up
+    for my $port (@paused) {
+        cluster_cmd($_, 'CONFIG', 'SET', 'cluster-replica-no-failover', 'yes')
+          for cluster_replicas_of($port);
+        $HELD{$_} = 1 for cluster_replicas_of($port);
+    }
     for my $port (@paused) {
         kill 'STOP', $PID{$port};
         $PAUSED{$port} = 1;
@@ -477,7 +488,12 @@ sub cluster_up {
         delete $PAUSED{$port};
         _disconnect($port);
     }
-    return _wait_settled('cluster_up');
+    _wait_settled('cluster_up');
+    for my $port (keys %HELD) {
+        cluster_cmd($port, 'CONFIG', 'SET', 'cluster-replica-no-failover', 'no');
+        delete $HELD{$port};
+    }
+    return 1;
 }
 
 
