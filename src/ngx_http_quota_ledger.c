@@ -20,6 +20,7 @@
 
 
 #include "ngx_http_quota_ledger.h"
+#include "ngx_http_quota_ledger_merge.h"
 #include "ngx_http_quota_spool.h"
 #include "ngx_http_quota_metrics.h"
 #include "quota_copy.h"
@@ -47,6 +48,11 @@
     "COPY pg_temp.quota_ingest FROM STDIN; "                                \
     "SELECT * FROM quota.ingest()"
 
+/* the same, its windows deferred to quota.merge() (migrations/016) */
+#define NGX_HTTP_QUOTA_LEDGER_LATER_SQL                                      \
+    "SELECT set_config('quota.merge', 'later', true); "                     \
+    NGX_HTTP_QUOTA_LEDGER_COPY_SQL
+
 
 struct ngx_http_quota_ledger_s {
     ngx_http_quota_main_conf_t         *conf;
@@ -60,6 +66,7 @@ struct ngx_http_quota_ledger_s {
                                                        JSON array */
     ngx_http_quota_pg_query_t           query;      /* record_batch */
     ngx_http_quota_pg_query_t           copy;       /* COPY, ingest */
+    ngx_http_quota_ledger_merge_t       merge;
 
     ngx_event_t                         flush;
     ngx_event_t                         rescan;
@@ -73,6 +80,7 @@ struct ngx_http_quota_ledger_s {
     unsigned                            stuck:1;    /* the spool failed */
     unsigned                            replaying:1; /* batch is from a file */
     unsigned                            json_only:1; /* no quota.ingest() */
+    unsigned                            deferring:1; /* batch in flight is */
 };
 
 
@@ -132,6 +140,8 @@ ngx_http_quota_ledger_create(ngx_cycle_t *cycle,
     ngx_http_quota_pg_query_init(&lg->copy, NGX_HTTP_QUOTA_LEDGER_COPY_SQL, 0,
                                  NGX_HTTP_QUOTA_LEDGER_QUERY_TIMEOUT,
                                  ngx_http_quota_ledger_done, lg);
+
+    ngx_http_quota_ledger_merge_init(&lg->merge, cycle->log);
 
     ngx_http_quota_timer_init(&lg->flush,
                               ngx_http_quota_ledger_flush_handler,
@@ -382,6 +392,10 @@ ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
 
     ngx_http_quota_buf_t  batch;
 
+    if (ngx_http_quota_ledger_merge_send(&lg->merge, pg, 0) == NGX_OK) {
+        return;
+    }
+
     if (lg->queue.rows && !lg->stuck
         && (lg->flush_due || lg->queue.rows >= lg->conf->pg_batch))
     {
@@ -397,7 +411,12 @@ ngx_http_quota_ledger_idle(ngx_http_quota_pg_t *pg, void *data)
            == NGX_OK)
     {
         (void) ngx_http_quota_ledger_send(lg, &batch, 1);
+        return;
     }
+
+    /* idle only when no row waits: a batch still filling means load */
+    (void) ngx_http_quota_ledger_merge_send(&lg->merge, pg,
+                                            lg->queue.rows == 0);
 }
 
 
@@ -418,6 +437,17 @@ ngx_http_quota_ledger_send(ngx_http_quota_ledger_t *lg,
     }
 
     q = lg->json_only ? NULL : ngx_http_quota_ledger_copy_data(lg, records);
+
+    /*
+     * more rows behind this batch (it is full, or a spool's backlog): its
+     * windows wait for a merge, which takes many batches at once
+     */
+    lg->deferring = q == &lg->copy
+                    && (replaying || records->rows >= lg->conf->pg_batch)
+                    && ngx_http_quota_ledger_merge_can_defer(&lg->merge);
+
+    lg->copy.sql = lg->deferring ? NGX_HTTP_QUOTA_LEDGER_LATER_SQL
+                                 : NGX_HTTP_QUOTA_LEDGER_COPY_SQL;
 
     if (q == NULL) {
         q = ngx_http_quota_ledger_json_array(lg, records);
@@ -563,6 +593,10 @@ ngx_http_quota_ledger_done(ngx_http_quota_pg_query_t *q, PGresult *res)
 
         } else {
             lg->stuck = 0;
+        }
+
+        if (lg->deferring) {
+            ngx_http_quota_ledger_merge_deferred(&lg->merge);
         }
 
         if (lg->written) {

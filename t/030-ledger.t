@@ -363,6 +363,40 @@ subtest 'nginx -s reload and -s quit under load lose no row' => sub {
 };
 
 
+subtest 'a busy writer defers windows; merged, exact, once the load ends' => sub {
+    my $rows = events('bulk');
+    my $log = error_log_offset();
+    my $pending = sub { scalar psql('SELECT count(*) FROM quota.spend_pending') };
+
+    # while the load runs, full batches wait in spend_pending (merged every
+    # 5 s, or once no row waits)
+    my $done = load(clients => 10, total => 3000, uri => '/bulk',
+                    headers => { 'X-Tenant-Id' => 'busy' });
+    ok(wait_for(sub { $pending->() > 0 }, 10), 'full batches went to spend_pending');
+    my $got = $done->();
+    is($got->{200}, 3000, 'every request answered');
+    ok(wait_for(sub { events('bulk') == $rows + 3000 }, 20), 'a row for every request')
+      or diag(events('bulk') - $rows);
+    ok(wait_for(sub { $pending->() == 0 }, 10), 'and were merged when the load ended')
+      or diag($pending->());
+    is(psql(q{SELECT count(*) FROM (
+                SELECT scope_path, window_start, spend_micros, requests
+                  FROM quota.spend_windows WHERE resource_type = 'bulk' AND period = 'day'
+                EXCEPT
+                SELECT 'tenant=' || scope_ids[1], quota.window_start('day', ts),
+                       sum(actual_micros), count(*)
+                  FROM quota.spend_events WHERE resource_type = 'bulk'
+                 GROUP BY 1, 2) x}),
+       0, 'every window total the sum of its rows');
+    is(psql(q{SELECT spend_micros FROM quota.spend_windows
+               WHERE resource_type = 'bulk' AND scope_path = 'tenant=busy'
+                 AND period = 'day'}),
+       redis_cmd('GET', redis_key('bulk', 'day', tenant => 'busy')),
+       'and the Redis counter the same');
+    unlike(error_log_since($log), qr/ledger merge failed|has no quota\.merge/, 'no merge failed');
+};
+
+
 subtest 'a crashed worker loses at most its unflushed batch' => sub {
     my $before = events('bulk');
     pg_stop();

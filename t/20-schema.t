@@ -254,6 +254,11 @@ subtest 'record_spend refuses bad rows (the whole batch)' => sub {
         [lengths => { scope_names => ['tenant'], scope_ids => ['acme', 'bob'] },
          qr/mismatched array dimensions|spend_events_scopes_check/],
         [no_scopes => { scope_names => [], scope_ids => [], limits => [] }, qr/spend_events_scopes_check/],
+        [name_equals => { scope_names => ['ten=ant'], scope_ids => ['acme'] }, qr/spend_events_scopes_check/],
+        [name_empty => { scope_names => [''], scope_ids => ['acme'] }, qr/spend_events_scopes_check/],
+        [id_null => { scope_names => ['tenant'], scope_ids => [undef] }, qr/spend_events_scopes_check/],
+        [id_equals => { scope_names => ['tenant', 'user'], scope_ids => ['acme', 'b=b'] },
+         qr/spend_events_scopes_check/],
         [negative => { actual_micros => -1 }, qr/spend_events_actual_micros_check/],
         [no_id => { request_id => undef }, qr/null value in column "request_id"/],
     );

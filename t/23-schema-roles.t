@@ -87,6 +87,10 @@ subtest 'nginx: what the module does, nothing else' => sub {
     refused('nginx', q{SELECT count(*) FROM quota.spend_events}, 'read the ledger');
     refused('nginx', q{DELETE FROM quota.spend_events}, 'delete ledger rows');
     refused('nginx', q{SELECT * FROM quota.quota_status}, 'read the views');
+    is(allowed('nginx', q{SELECT merged FROM quota.merge()}, 'merge deferred rows'), 0,
+       'nothing was pending');
+    refused('nginx', q{SELECT count(*) FROM quota.spend_pending}, 'read the pending rows');
+    refused('nginx', q{DELETE FROM quota.spend_pending}, 'delete the pending rows');
     refused('nginx', 'SELECT count(*) FROM quota.insert_spend(' . batch(row(request_id => 'r-x')) . ')',
             'insert rows around record_batch');
 };
@@ -104,6 +108,10 @@ subtest 'support: read everything, change limits, write no ledger rows' => sub {
        'both rows');
     allowed('support', q{SELECT * FROM quota.quota_status}, 'read quota_status');
     allowed('support', q{SELECT * FROM quota.overcommit}, 'read overcommit');
+    allowed('support', q{SELECT * FROM quota.window_totals}, 'read window_totals');
+    allowed('support', q{SELECT count(*) FROM quota.spend_pending}, 'read the pending rows');
+    allowed('support', q{SELECT * FROM quota.merge()}, 'merge deferred rows');
+    refused('support', q{DELETE FROM quota.spend_pending}, 'delete the pending rows');
     allowed('support', q{SELECT * FROM quota.alerts}, 'read the alerts');
     allowed('support', q{SELECT * FROM quota.denials_hourly}, 'read denials_hourly');
     allowed('support', q{DELETE FROM quota.cost_quotas WHERE unit = 'tok'}, 'remove an override');

@@ -106,7 +106,7 @@ use Test::Quota::Pg qw(psql pg_conninfo);
 use Exporter 'import';
 our @EXPORT_OK = qw(
     ms row lim record_spend record_batch record_in_parallel sh psql_at psql_script
-    ledger_spent ledger_rows
+    ledger_spent ledger_rows windows_unlike_ledger
     pg_listen pg_notifications pg_listen_end
 );
 
@@ -124,6 +124,26 @@ sub ledger_rows {
     $id =~ s/'/''/g;
     return wait_for(sub { psql("SELECT count(*) FROM quota.spend_events
                                  WHERE scope_ids[1] = '$id'") >= $n }, 10);
+}
+
+# windows of meter $meter in $table (quota.spend_windows, window_totals)
+# whose totals are not the sums of the ledger's rows, or that the rows
+# have and $table lacks: the rows' tenant (first scope) in day windows,
+# their full scope path in month windows
+sub windows_unlike_ledger {
+    my ($table, $meter) = @_;
+    my $rows = qq{SELECT w.path, w.period, w.start, sum(e.actual_micros), count(*)
+                    FROM quota.spend_events e,
+                         LATERAL (VALUES (e.scope_names[1] || '=' || e.scope_ids[1], 'day',
+                                          quota.window_start('day', e.ts)),
+                                         (e.scope_path, 'month',
+                                          quota.window_start('month', e.ts))) w(path, period, start)
+                   WHERE e.resource_type = '$meter'
+                   GROUP BY 1, 2, 3};
+    my $windows = qq{SELECT scope_path, period, window_start, spend_micros, requests
+                       FROM $table WHERE resource_type = '$meter'};
+    return scalar psql("SELECT count(*) FROM (($windows EXCEPT $rows)
+                                              UNION ALL ($rows EXCEPT $windows)) x");
 }
 
 my $JSON = JSON::PP->new->canonical;
