@@ -2,7 +2,7 @@
  * bench/ledger-ingest: ledger rows into PostgreSQL the way one nginx
  * worker writes them, on one connection, and the rate.
  *
- *   ledger-ingest CONNINFO ROWS BATCH copy|json [TENANTS USERS]
+ *   ledger-ingest CONNINFO ROWS BATCH copy|later|json [TENANTS USERS]
  *
  * Rows are made by quota_row_json() as the log phase makes them (tenant
  * and user scopes, a day limit on each, TENANTS x USERS scope ids spread
@@ -11,10 +11,14 @@
  * adds to some 6000 windows); "copy" sends
  * each batch as the ledger writer does (quota_copy_row(), then one simple
  * query: quota.ingest_stage(); COPY pg_temp.quota_ingest FROM STDIN;
- * quota.ingest()), "json" as quota.record_batch($1) with the JSON array.
- * Prints one line: rows, seconds, rows/s, and the batch times' median and
- * maximum.  Blocking libpq: the worker's event loop is not what is
- * measured, the server's work per batch is.
+ * quota.ingest()), "later" the same, deferred as nginx defers a full
+ * batch (set_config('quota.merge', 'later', true) first) and merged as
+ * nginx merges (quota.merge() every 5 s, the rest at the end);
+ * "json" as
+ * quota.record_batch($1) with the JSON array.  Prints rows, seconds,
+ * rows/s, and the batch times' median and maximum.  A batch is made while
+ * the one before it is in the server, as the worker makes rows while its
+ * connection is busy: what is measured is the server's work per batch.
  */
 
 #include <stdio.h>
@@ -68,35 +72,171 @@ done(PGconn *c, const char *what)
 }
 
 
+typedef struct {
+    int                 tenants;
+    int                 users;
+    int                 copy;
+    long long           ts;
+    quota_row_t         row;
+    quota_scope_ref_t   scopes[2];
+    char                id[64], tenant[16], user[16];
+    char               *json;
+    size_t              jsize;
+} gen_t;
+
+
+/* rows from..from+n into data, as COPY lines or a JSON array */
+
+static size_t
+build(gen_t *g, char *data, int from, int n)
+{
+    int     i;
+    size_t  len, used = 0;
+
+    if (!g->copy) {
+        data[used++] = '[';
+    }
+
+    for (i = from; i < from + n; i++) {
+        g->row.request_id = (const unsigned char *) g->id;
+        g->row.request_id_len = snprintf(g->id, sizeof(g->id),
+                                         "bench:%d:%lld:%08d",
+                                         (int) getpid(), g->ts, i);
+        g->scopes[0].value = (const unsigned char *) g->tenant;
+        g->scopes[0].value_len = snprintf(g->tenant, sizeof(g->tenant), "t%d",
+                                          (i * 7919) % g->tenants);
+        g->scopes[1].value = (const unsigned char *) g->user;
+        g->scopes[1].value_len = snprintf(g->user, sizeof(g->user), "u%d",
+                                          (i / g->tenants) % g->users);
+        g->row.ts_ms = g->ts + i / 50;
+
+        if (g->copy) {
+            len = quota_row_json(g->json, g->jsize, &g->row);
+            len = quota_copy_row((unsigned char *) data + used,
+                                 (unsigned char *) g->json, len);
+            if (len == 0) {
+                fprintf(stderr, "row %d: no COPY line\n", i);
+                exit(1);
+            }
+
+        } else {
+            if (i > from) {
+                data[used++] = ',';
+            }
+
+            len = quota_row_json(data + used, g->jsize - used, &g->row);
+        }
+
+        used += len;
+    }
+
+    if (!g->copy) {
+        data[used++] = ']';
+        data[used] = '\0';
+    }
+
+    return used;
+}
+
+
+static int
+send_batch(PGconn *c, int copy, int later, char *data, size_t used)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    if (!copy) {
+        params[0] = data;
+
+        return PQsendQueryParams(c, "SELECT * FROM quota.record_batch($1::jsonb)",
+                                 1, NULL, params, NULL, NULL, 0);
+    }
+
+    if (!PQsendQuery(c, later
+                        ? "SELECT set_config('quota.merge', 'later', true); "
+                          "SELECT quota.ingest_stage(); "
+                          "COPY pg_temp.quota_ingest FROM STDIN; "
+                          "SELECT * FROM quota.ingest()"
+                        : "SELECT quota.ingest_stage(); "
+                          "COPY pg_temp.quota_ingest FROM STDIN; "
+                          "SELECT * FROM quota.ingest()"))
+    {
+        return 0;
+    }
+
+    while ((res = PQgetResult(c)) != NULL
+           && PQresultStatus(res) != PGRES_COPY_IN)
+    {
+        PQclear(res);
+    }
+
+    if (res == NULL) {
+        return 0;
+    }
+
+    PQclear(res);
+
+    return PQputCopyData(c, data, (int) used) == 1
+           && PQputCopyEnd(c, NULL) == 1
+           && PQflush(c) == 0;
+}
+
+
+/* what is pending into the windows (one merge, or all); the rows merged */
+
+static long long
+merge(PGconn *c, int all)
+{
+    long long  n, total = 0;
+    PGresult  *res;
+
+    do {
+        res = PQexec(c, "SELECT merged FROM quota.merge(50000)");
+
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "merge: %s", PQresultErrorMessage(res));
+            exit(1);
+        }
+
+        n = atoll(PQgetvalue(res, 0, 0));
+        total += n;
+        PQclear(res);
+
+    } while (all && n > 0);
+
+    return total;
+}
+
+
 int
 main(int argc, char **argv)
 {
-    int                 i, b, n, rows, batch, tenants, users, copy, nb;
-    char                id[64], tenant[16], user[16], *json, *data;
-    size_t              len, used, jsize;
-    double              t0, t, *times;
-    long long           ts;
+    int                 i, b, n, rows, batch, later, nb;
+    char               *data[2];
+    size_t              used[2];
+    double              t0, t, tm, tmerge, *times;
+    long long           merged;
     PGconn             *c;
-    PGresult           *res;
-    quota_row_t         row;
-    quota_scope_ref_t   scopes[2];
-    const char         *params[1];
+    gen_t               g;
     quota_row_limit_t   limits[2] = {
         { 1, QUOTA_PERIOD_DAY, 1000000000000LL, -1, QUOTA_UNIT_USD, NULL },
         { 2, QUOTA_PERIOD_DAY, 1000000000000LL, -1, QUOTA_UNIT_USD, NULL }
     };
 
     if (argc < 5) {
-        fprintf(stderr, "usage: %s CONNINFO ROWS BATCH copy|json "
+        fprintf(stderr, "usage: %s CONNINFO ROWS BATCH copy|later|json "
                 "[TENANTS USERS]\n", argv[0]);
         return 2;
     }
 
+    memset(&g, 0, sizeof(g));
+
     rows = atoi(argv[2]);
     batch = atoi(argv[3]);
-    copy = strcmp(argv[4], "copy") == 0;
-    tenants = argc > 5 ? atoi(argv[5]) : 1000;
-    users = argc > 6 ? atoi(argv[6]) : 10;
+    later = strcmp(argv[4], "later") == 0;
+    g.copy = later || strcmp(argv[4], "copy") == 0;
+    g.tenants = argc > 5 ? atoi(argv[5]) : 1000;
+    g.users = argc > 6 ? atoi(argv[6]) : 10;
 
     c = PQconnectdb(argv[1]);
     if (PQstatus(c) != CONNECTION_OK) {
@@ -104,125 +244,62 @@ main(int argc, char **argv)
         return 1;
     }
 
-    jsize = (size_t) batch * 2048 + 16;
-    json = malloc(jsize);
-    data = malloc(jsize);
+    g.jsize = (size_t) batch * 2048 + 16;
+    g.json = malloc(g.jsize);
+    data[0] = malloc(g.jsize);
+    data[1] = malloc(g.jsize);
     nb = (rows + batch - 1) / batch;
     times = calloc(nb, sizeof(double));
 
-    if (json == NULL || data == NULL || times == NULL) {
+    if (g.json == NULL || data[0] == NULL || data[1] == NULL || times == NULL) {
         return 1;
     }
 
-    memset(&row, 0, sizeof(row));
-    row.host = (const unsigned char *) "bench";
-    row.host_len = 5;
-    row.meter = (const unsigned char *) "bench";
-    row.meter_len = 5;
-    row.scopes = scopes;
-    row.nscopes = 2;
-    row.decision = "allowed";
-    row.estimated = 1;
-    row.actual = 1;
-    row.upstream_status = 200;
-    row.http_status = 200;
-    row.prompt_tokens = -1;
-    row.completion_tokens = -1;
-    row.cached_tokens = -1;
-    row.tokens = -1;
-    row.limits = limits;
-    row.nlimits = 2;
-    row.epoch = 1;
+    g.row.host = (const unsigned char *) "bench";
+    g.row.host_len = 5;
+    g.row.meter = (const unsigned char *) "bench";
+    g.row.meter_len = 5;
+    g.row.scopes = g.scopes;
+    g.row.nscopes = 2;
+    g.row.decision = "allowed";
+    g.row.estimated = 1;
+    g.row.actual = 1;
+    g.row.upstream_status = 200;
+    g.row.http_status = 200;
+    g.row.prompt_tokens = -1;
+    g.row.completion_tokens = -1;
+    g.row.cached_tokens = -1;
+    g.row.tokens = -1;
+    g.row.limits = limits;
+    g.row.nlimits = 2;
+    g.row.epoch = 1;
 
-    scopes[0].name = (const unsigned char *) "tenant";
-    scopes[0].name_len = 6;
-    scopes[1].name = (const unsigned char *) "user";
-    scopes[1].name_len = 4;
+    g.scopes[0].name = (const unsigned char *) "tenant";
+    g.scopes[0].name_len = 6;
+    g.scopes[1].name = (const unsigned char *) "user";
+    g.scopes[1].name_len = 4;
 
-    ts = (long long) time(NULL) * 1000;
+    g.ts = (long long) time(NULL) * 1000;
     t0 = now();
+    tm = t0;
+    tmerge = 0;
+    merged = 0;
 
-    for (b = 0, i = 0; i < rows; b++) {
-        used = 0;
+    used[0] = build(&g, data[0], 0, batch < rows ? batch : rows);
 
-        if (!copy) {
-            json[used++] = '[';
-        }
-
-        for (n = 0; n < batch && i < rows; n++, i++) {
-            row.request_id = (const unsigned char *) id;
-            row.request_id_len = snprintf(id, sizeof(id), "bench:%d:%lld:%08d",
-                                          (int) getpid(), ts, i);
-            scopes[0].value = (const unsigned char *) tenant;
-            scopes[0].value_len = snprintf(tenant, sizeof(tenant), "t%d",
-                                           (i * 7919) % tenants);
-            scopes[1].value = (const unsigned char *) user;
-            scopes[1].value_len = snprintf(user, sizeof(user), "u%d",
-                                           (i / tenants) % users);
-            row.ts_ms = ts + i / 50;
-
-            if (copy) {
-                len = quota_row_json(json, jsize, &row);
-                len = quota_copy_row((unsigned char *) data + used,
-                                     (unsigned char *) json, len);
-                if (len == 0) {
-                    fprintf(stderr, "row %d: no COPY line\n", i);
-                    return 1;
-                }
-
-            } else {
-                if (n) {
-                    json[used++] = ',';
-                }
-
-                len = quota_row_json(json + used, jsize - used, &row);
-            }
-
-            used += len;
-        }
-
+    for (b = 0, i = 0; b < nb; b++, i += batch) {
         t = now();
 
-        if (copy) {
-            if (!PQsendQuery(c, "SELECT quota.ingest_stage(); "
-                                "COPY pg_temp.quota_ingest FROM STDIN; "
-                                "SELECT * FROM quota.ingest()"))
-            {
-                fprintf(stderr, "%s", PQerrorMessage(c));
-                return 1;
-            }
+        if (!send_batch(c, g.copy, later, data[b % 2], used[b % 2])) {
+            fprintf(stderr, "batch %d: %s", b, PQerrorMessage(c));
+            return 1;
+        }
 
-            while ((res = PQgetResult(c)) != NULL
-                   && PQresultStatus(res) != PGRES_COPY_IN)
-            {
-                PQclear(res);
-            }
+        /* the next batch while this one is in the server */
 
-            if (res == NULL) {
-                fprintf(stderr, "no COPY: %s", PQerrorMessage(c));
-                return 1;
-            }
-
-            PQclear(res);
-
-            if (PQputCopyData(c, data, (int) used) != 1
-                || PQputCopyEnd(c, NULL) != 1)
-            {
-                fprintf(stderr, "%s", PQerrorMessage(c));
-                return 1;
-            }
-
-        } else {
-            json[used++] = ']';
-            json[used] = '\0';
-            params[0] = json;
-
-            if (!PQsendQueryParams(c, "SELECT * FROM quota.record_batch($1::jsonb)",
-                                   1, NULL, params, NULL, NULL, 0))
-            {
-                fprintf(stderr, "%s", PQerrorMessage(c));
-                return 1;
-            }
+        if (b + 1 < nb) {
+            n = rows - i - batch < batch ? rows - i - batch : batch;
+            used[(b + 1) % 2] = build(&g, data[(b + 1) % 2], i + batch, n);
         }
 
         if (!done(c, "batch")) {
@@ -230,6 +307,14 @@ main(int argc, char **argv)
         }
 
         times[b] = now() - t;
+
+        /* as the worker does while it defers: a merge every 5 s */
+        if (later && now() - tm >= 5.0) {
+            t = now();
+            merged += merge(c, 0);
+            tm = now();
+            tmerge += tm - t;
+        }
     }
 
     t = now() - t0;
@@ -237,8 +322,21 @@ main(int argc, char **argv)
     qsort(times, nb, sizeof(double), cmp);
 
     printf("%s: %d rows in %.2f s: %.0f rows/s (batches of %d: median %.0f ms, "
-           "max %.0f ms)\n", copy ? "copy" : "json", rows, t, rows / t, batch,
+           "max %.0f ms)\n", argv[4], rows, t, rows / t, batch,
            times[nb / 2] * 1000, times[nb - 1] * 1000);
+
+    if (later) {
+        tm = now();
+        merged += merge(c, 1);
+        tm = now() - tm;
+        tmerge += tm;
+
+        printf("later: into the ledger %.0f rows/s (%.2f s in batches); "
+               "%lld rows merged in %.2f s (every 5 s, the rest at the "
+               "end); every row in its window %.2f s after the first: "
+               "%.0f rows/s\n", rows / (t + tm - tmerge), t + tm - tmerge,
+               merged, tmerge, t + tm, rows / (t + tm));
+    }
 
     PQfinish(c);
 
