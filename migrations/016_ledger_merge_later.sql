@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS quota.spend_pending (
     alert_percents integer[]
 );
 
+-- emptied by every merge: vacuumed when 10,000 rows are dead, whatever
+-- its size, so a merge's scan does not step over a backlog of dead rows
+ALTER TABLE quota.spend_pending
+    SET (autovacuum_vacuum_scale_factor = 0,
+         autovacuum_vacuum_threshold = 10000);
+
 COMMENT ON TABLE quota.spend_pending IS
     'Ledger rows a busy writer deferred (quota.merge = later), not yet in quota.spend_windows; quota.merge() moves them, quota.window_totals counts them';
 
