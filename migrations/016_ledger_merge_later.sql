@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS quota.spend_pending (
     resource_type  text NOT NULL,
     scope_names    text[] NOT NULL,
     scope_ids      text[] NOT NULL,
+    scope_path     text,
     decision       text NOT NULL,
     actual_micros  bigint NOT NULL,
     charged_tokens bigint,
@@ -254,15 +255,17 @@ BEGIN
     IF TG_OP = 'INSERT' AND current_setting('quota.merge', true) = 'later' THEN
         INSERT INTO quota.spend_pending
                (request_id, ts, resource_type, scope_names, scope_ids,
-                decision, actual_micros, charged_tokens, limits,
+                scope_path, decision, actual_micros, charged_tokens, limits,
                 alert_percents)
         SELECT n.request_id, n.ts, n.resource_type, n.scope_names,
-               n.scope_ids, n.decision, n.actual_micros, n.charged_tokens,
-               n.limits, n.alert_percents
+               n.scope_ids, n.scope_path, n.decision, n.actual_micros,
+               n.charged_tokens, n.limits, n.alert_percents
           FROM new_rows n;
         RETURN NULL;
     END IF;
 
+    -- only rows whose own path is new: its parents went in with it, and
+    -- a path is cheaper to look up than a pair of arrays is to group
     EXECUTE $q$
     INSERT INTO quota.scopes AS s
            (scope_path, depth, scope, scope_id, parent_path, first_seen_at)
@@ -274,6 +277,11 @@ BEGIN
                    min(n.ts) AS first,
                    quota.scope_paths(n.scope_names, n.scope_ids) AS paths
               FROM new_rows n
+             WHERE n.scope_path IN (
+                   SELECT u.path
+                     FROM (SELECT DISTINCT r.scope_path AS path FROM new_rows r) u
+                    WHERE NOT EXISTS (SELECT FROM quota.scopes k
+                                       WHERE k.scope_path = u.path))
              GROUP BY n.scope_names, n.scope_ids) c,
            LATERAL (SELECT x.path, x.d::integer AS d
                       FROM unnest(c.paths) WITH ORDINALITY AS x(path, d)) p

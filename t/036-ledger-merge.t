@@ -141,6 +141,8 @@ subtest 'writers and merges at the same time: each row once' => sub {
     is(count_of(q{SELECT count(*), count(DISTINCT request_id) FROM quota.spend_events
                    WHERE resource_type = 'merge' AND scope_ids[1] LIKE 'w%'}),
        '1920|1920', 'every row in the ledger once');
+    is(count_of(q{SELECT count(*) FROM quota.scopes WHERE scope_path LIKE 'tenant=w%'}),
+       4 + 4 * 4, 'every scope path remembered once, tenants and their users');
     is(windows_unlike_ledger('quota.spend_windows', 'merge'), 0, 'every window total the sum of its rows');
 };
 
