@@ -51,7 +51,10 @@ BEGIN
 END
 $$;
 
+-- the pending rows spread once a query (a materialized CTE); what a query
+-- asks of the windows still reaches spend_windows' indexes
 CREATE OR REPLACE VIEW quota.window_totals AS
+WITH p AS MATERIALIZED (SELECT * FROM quota.pending_windows())
 SELECT w.period, w.window_start, w.resource_type, w.scope_path,
        w.window_end, w.depth, w.scope, w.scope_id, w.parent_path,
        w.spend_micros + coalesce(p.spend_micros, 0) AS spend_micros,
@@ -63,7 +66,7 @@ SELECT w.period, w.window_start, w.resource_type, w.scope_path,
        greatest(w.last_seen_at, p.last_seen_at) AS last_seen_at,
        w.unit, w.tz
   FROM quota.spend_windows w
-  LEFT JOIN quota.pending_windows() p
+  LEFT JOIN p
     ON p.period = w.period AND p.window_start = w.window_start
    AND p.resource_type = w.resource_type AND p.scope_path = w.scope_path
    AND p.unit = w.unit AND p.tz = w.tz
@@ -72,7 +75,7 @@ SELECT p.period, p.window_start, p.resource_type, p.scope_path,
        p.window_end, p.depth, p.scope, p.scope_id, p.parent_path,
        p.spend_micros, p.requests, p.denials, p.last_limit_micros,
        p.last_seen_at, p.unit, p.tz
-  FROM quota.pending_windows() p
+  FROM p
  WHERE NOT EXISTS (SELECT FROM quota.spend_windows w
                     WHERE w.period = p.period AND w.window_start = p.window_start
                       AND w.resource_type = p.resource_type
