@@ -214,7 +214,7 @@ main(int argc, char **argv)
     int                 i, b, n, rows, batch, later, nb;
     char               *data[2];
     size_t              used[2];
-    double              t0, t, tm, tmerge, *times;
+    double              t0, t, last_merge, merging, *times;
     long long           merged;
     PGconn             *c;
     gen_t               g;
@@ -281,8 +281,8 @@ main(int argc, char **argv)
 
     g.ts = (long long) time(NULL) * 1000;
     t0 = now();
-    tm = t0;
-    tmerge = 0;
+    last_merge = t0;
+    merging = 0;
     merged = 0;
 
     used[0] = build(&g, data[0], 0, batch < rows ? batch : rows);
@@ -309,11 +309,11 @@ main(int argc, char **argv)
         times[b] = now() - t;
 
         /* as the worker does while it defers: a merge every 5 s */
-        if (later && now() - tm >= 5.0) {
+        if (later && now() - last_merge >= 5.0) {
             t = now();
             merged += merge(c, 0);
-            tm = now();
-            tmerge += tm - t;
+            last_merge = now();
+            merging += last_merge - t;
         }
     }
 
@@ -326,16 +326,16 @@ main(int argc, char **argv)
            times[nb / 2] * 1000, times[nb - 1] * 1000);
 
     if (later) {
-        tm = now();
+        last_merge = now();
         merged += merge(c, 1);
-        tm = now() - tm;
-        tmerge += tm;
+        merging += now() - last_merge;
+        t = now() - t0;
 
         printf("later: into the ledger %.0f rows/s (%.2f s in batches); "
                "%lld rows merged in %.2f s (every 5 s, the rest at the "
                "end); every row in its window %.2f s after the first: "
-               "%.0f rows/s\n", rows / (t + tm - tmerge), t + tm - tmerge,
-               merged, tmerge, t + tm, rows / (t + tm));
+               "%.0f rows/s\n", rows / (t - merging), t - merging,
+               merged, merging, t, rows / t);
     }
 
     PQfinish(c);

@@ -18,7 +18,8 @@
 --
 -- Totals stay exact while rows wait: quota.window_totals (017) is the
 -- windows plus what is pending, and what reads spend (quota_status,
--- quota.overcommit, quota.restore_windows) reads it.  Without the setting
+-- quota.overcommit; quota.restore_windows the same for one tenant) reads
+-- it.  Without the setting
 -- a batch goes to its windows in its own transaction, as before.
 --
 -- A pending row is counted once whatever runs at the same time: the merge

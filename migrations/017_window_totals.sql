@@ -6,9 +6,9 @@
 -- quota.spend_pending (016), spread by the trigger's own text.  It is
 -- spend_windows itself when nothing is pending, and exact at any moment
 -- whatever is: a merge moves rows from one side to the other in one
--- transaction.  quota_status, overcommit and restore_windows read it, so
--- a restored Redis counter and what support sees count a deferred row
--- before its merge.  (quota_status's probe for an idle override's zone
+-- transaction.  quota_status and overcommit read it, restore_windows the
+-- same sums for one tenant (tag_windows), so a restored Redis counter and
+-- what support sees count a deferred row before its merge.  (quota_status's probe for an idle override's zone
 -- still reads the merged windows: one index probe per override.)
 
 BEGIN;
@@ -88,8 +88,9 @@ COMMENT ON VIEW quota.window_totals IS
 GRANT SELECT ON quota.window_totals TO quota_support;
 
 ------------------------------------------------------------------------------
--- What reads spend, on quota.window_totals: 010's restore_windows and
--- 011's views, otherwise unchanged (CREATE OR REPLACE keeps a view's
+-- What reads spend, on the windows and pending rows together: 010's
+-- restore_windows (one tenant's, tag_windows) and 011's views (on
+-- window_totals), otherwise unchanged (CREATE OR REPLACE keeps a view's
 -- grants; the function's rights are restated below).
 ------------------------------------------------------------------------------
 -- a tag's current windows (those of its first scope id), merged and

@@ -26,8 +26,7 @@
  * rows one merge takes: about a second of the server's time for rows of
  * distinct users, during which the writer's batches wait
  */
-#define NGX_HTTP_QUOTA_LEDGER_MERGE_ROWS   "50000"
-#define NGX_HTTP_QUOTA_LEDGER_MERGE_MAX    50000
+#define NGX_HTTP_QUOTA_LEDGER_MERGE_ROWS   50000
 
 #define NGX_HTTP_QUOTA_LEDGER_MERGE_TIMEOUT  30000
 
@@ -49,7 +48,8 @@ ngx_http_quota_ledger_merge_init(ngx_http_quota_ledger_merge_t *m,
 
     ngx_http_quota_pg_query_init(&m->query,
                                  "SELECT merged, alerts FROM quota.merge("
-                                 NGX_HTTP_QUOTA_LEDGER_MERGE_ROWS ")",
+                                 ngx_value(NGX_HTTP_QUOTA_LEDGER_MERGE_ROWS)
+                                 ")",
                                  0, NGX_HTTP_QUOTA_LEDGER_MERGE_TIMEOUT,
                                  ngx_http_quota_ledger_merge_done, m);
 }
@@ -120,7 +120,7 @@ ngx_http_quota_ledger_merge_done(ngx_http_quota_pg_query_t *q,
                        "quota: ledger merged %i deferred rows", merged);
 
         /* fewer than asked for: nothing left, this worker's or another's */
-        if (merged != NGX_ERROR && merged < NGX_HTTP_QUOTA_LEDGER_MERGE_MAX) {
+        if (merged != NGX_ERROR && merged < NGX_HTTP_QUOTA_LEDGER_MERGE_ROWS) {
             m->pending = 0;
         }
 

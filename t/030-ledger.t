@@ -330,6 +330,22 @@ subtest 'PostgreSQL down: no client errors, rows spooled, then replayed once' =>
     is(rows(q{SELECT count(*) - count(DISTINCT request_id)
                 FROM quota.spend_events}), 0, 'no duplicates');
     ok(wait_for(sub { spooled() == 0 }, 5), 'the spool is emptied');
+
+    # the replay is deferred (rows from the spool): merged, and the money
+    # the same in the ledger and its window; the tenant was gated open
+    # (no ledger to restore its counter from), so its next request
+    # restores the counter from the ledger
+    ok(wait_for(sub { rows('SELECT count(*) FROM quota.spend_pending') == 0 }, 10),
+       'the replayed rows merged into their windows');
+    my $sum = sub { rows(q{SELECT sum(actual_micros) FROM quota.spend_events
+                            WHERE resource_type = 'bulk' AND scope_ids[1] = 'outage'}) };
+    is(rows(q{SELECT sum(spend_micros) FROM quota.spend_windows
+               WHERE resource_type = 'bulk' AND scope_path = 'tenant=outage'
+                 AND period = 'day'}), $sum->(), 'the window is the ledger\'s sum');
+    is(get('/bulk', 'X-Tenant-Id' => 'outage')->{status}, 200, 'the next request passes');
+    ok(wait_for(sub { events('bulk') == $before + 401 }, 10), 'and has its row');
+    is(redis_cmd('GET', redis_key('bulk', 'day', tenant => 'outage')), $sum->(),
+       'the restored Redis counter is the ledger\'s sum');
 };
 
 
