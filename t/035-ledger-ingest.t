@@ -2,7 +2,9 @@
 # them (quota.record_batch with a JSON array, and COPY into the staging
 # table then quota.ingest()), across a month boundary, some batches
 # replayed whole or in part.  Every row arrives exactly once and every
-# window total is the sum of its rows.  Not a timing test: bench/ledger
+# window total is the sum of its rows.  Staged rows are checked before
+# the insert (018): a bad row refuses its batch with the ledger's error,
+# each row keeps its own limits list.  Not a timing test: bench/ledger
 # measures the rate.
 #
 #   prove -I t/lib t/035-ledger-ingest.t
@@ -177,6 +179,97 @@ is(psql(q{SELECT count(*) FROM quota.scopes WHERE scope_path LIKE 'tenant=t%'}),
     is(psql(q{SELECT spend_micros, requests FROM quota.spend_windows
                WHERE resource_type = 'owed'}),
        '4123|4', 'and its window counts each once');
+}
+
+# the staged rows are checked where they wait (018): a bad row refuses its
+# batch with the ledger's own check error, each row keeps its own limits
+# list, a staging table of 014's shape is made again, and the months a
+# batch needs are those of its rows
+{
+    my $now = time() * 1000;
+    my $day = '[{"depth":1,"period":"day","limit_micros":1000000000000}]';
+    my $two = '[{"depth":1,"period":"day","limit_micros":1000000000000},'
+            . '{"depth":2,"period":"month","limit_micros":1000000000000}]';
+    my $row = sub {
+        my ($id, $ts, $names, $ids, $limits) = @_;
+        return join("\t", $id, $ts, 'web-1', 'staged', $names, $ids,
+                    'allowed', 10, 7, 200, 200, '\N', '\N', '\N', '\N',
+                    $limits, 0, '{}', '\N') . "\n";
+    };
+    my $ingest = sub {
+        my ($before, @rows) = @_;
+        my $after = ref $rows[-1] ? ${ pop @rows } : '';
+        my $file = "$dir/staged.copy";
+        open my $fh, '>', $file or die "$file: $!";
+        print $fh @rows;
+        close $fh;
+        return psql_script("BEGIN;\n$before\nSELECT quota.ingest_stage();\n"
+                         . "\\copy pg_temp.quota_ingest FROM '$file'\n"
+                         . "SELECT count(*) FROM quota.ingest();\nCOMMIT;\n$after");
+    };
+    my $count = q{SELECT count(*) FROM quota.spend_events WHERE resource_type = 'staged'};
+
+    for my $bad (['a limit deeper than its scopes', '{tenant}', '{s1}', $two,
+                  qr/spend_events_limits_check/],
+                 ['limits that are no list', '{tenant}', '{s1}', '{"depth":1}',
+                  qr/spend_events_limits_check/],
+                 ['an id with a slash', '{tenant,user}', '{s1,a/b}', $two,
+                  qr/spend_events_scopes_check.*scope_ids \{s1,a\/b\}/s],
+                 ['a missing id', '{tenant,user}', '{s1,NULL}', $two,
+                  qr/spend_events_scopes_check/],
+                 ['more names than ids', '{tenant,user}', '{s1}', $day,
+                  qr/spend_events_scopes_check/],
+                 ['no scope names', '\N', '{s1}', $day,
+                  qr/spend_events_scopes_check|null value in column "scope_names"/],
+                 ['a name with "="', '{ten=ant}', '{s1}', $day,
+                  qr/spend_events_scopes_check/],
+                 ['limits that are no JSON', '{tenant}', '{s1}', '[{depth',
+                  qr/invalid input syntax for type json/]) {
+        my ($what, $names, $ids, $limits, $re) = @$bad;
+        # queried as it would be if support had set the flag the trigger
+        # reads: the staged rows are checked whatever it says
+        my ($rc, $out) = $ingest->("SET LOCAL quota.checked = 'staged';",
+                                   $row->('staged-ok', $now, '{tenant}', '{s1}', $day),
+                                   $row->('staged-bad', $now, $names, $ids, $limits));
+        isnt($rc, 0, "refused through COPY: $what");
+        like($out, $re, "with the ledger's error: $what") or diag($out);
+    }
+    is(psql($count), 0, 'nothing of a refused batch is kept');
+
+    # a session that made its staging table before 018: limits in jsonb
+    my ($rc, $out) = $ingest->(
+        "CREATE TEMP TABLE quota_ingest (request_id text, ts_ms bigint, host text,
+             resource_type text, scope_names text[], scope_ids text[], decision text,
+             estimated_micros bigint, actual_micros bigint, upstream_status integer,
+             http_status integer, model text, prompt_tokens bigint,
+             completion_tokens bigint, cached_tokens bigint, limits jsonb, epoch bigint,
+             alerts integer[], tokens bigint) ON COMMIT DELETE ROWS;",
+        $row->('staged-1', $now, '{tenant}', '{s1}', $day),
+        $row->('staged-2', $now, '{tenant,user}', '{s1,u1}', $two),
+        $row->('staged-3', $now, '{tenant}', '{s2}', '\N'),
+        $row->('staged-4', $now, '{tenant,user}', '{s2,u2}', $two),
+        \q{SELECT 'staged limits: ' || format_type(a.atttypid, NULL) FROM pg_attribute a
+             WHERE a.attrelid = 'pg_temp.quota_ingest'::regclass AND a.attname = 'limits';});
+    is($rc, 0, 'a batch staged in a table of the old shape is taken') or diag($out);
+    like($out, qr/staged limits: text$/m, 'in a staging table made again') or diag($out);
+    is(psql(q{SELECT string_agg(request_id || ' ' || jsonb_array_length(limits), ',' ORDER BY request_id)
+                FROM quota.spend_events WHERE resource_type = 'staged'}),
+       'staged-1 1,staged-2 2,staged-3 0,staged-4 2', 'each row keeps its own limits list');
+    is(psql(q{SELECT spend_micros || ' ' || requests FROM quota.spend_windows
+               WHERE resource_type = 'staged' AND scope_path = 'tenant=s2' AND period = 'day'}),
+       '7 1', 'and is counted in the windows of its own limits');
+
+    # rows of two months with a month between: theirs and the month after
+    # the newest have partitions, the month between none
+    my $old = ms('2024-03-10 12:00:00');
+    ($rc, $out) = $ingest->('', $row->('staged-old', $old, '{tenant}', '{s1}', $day),
+                            $row->('staged-newer', ms('2024-05-31 23:59:59') + 999, '{tenant}',
+                                   '{s1}', $day));
+    is($rc, 0, 'a batch of old months taken') or diag($out);
+    is(psql(q{SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_class c
+               WHERE c.relname ~ '^spend_events_p20240[2-7]$'}),
+       'spend_events_p202403,spend_events_p202405,spend_events_p202406',
+       'partitions for the months of its rows and the month after');
 }
 
 pg_stop();
