@@ -11,10 +11,21 @@
 #include "quota_redis_cmd.h"
 
 
+/*
+ * a ledger row has a dozen integers: each written in place when the
+ * buffer has the room quota_redis_cmd_int() asks for
+ */
+#define QUOTA_OUT_INT_ROOM  21
+
 void
 quota_out_int(quota_out_t *o, int64_t v)
 {
     char  tmp[24];
+
+    if (o->len < o->size && o->size - o->len >= QUOTA_OUT_INT_ROOM) {
+        o->len += quota_redis_cmd_int(o->p + o->len, v);
+        return;
+    }
 
     quota_out_bytes(o, tmp, quota_redis_cmd_int(tmp, v));
 }

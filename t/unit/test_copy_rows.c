@@ -170,6 +170,58 @@ test_random_rows(void **state)
 }
 
 
+/*
+ * Strings are scanned eight bytes at a time: a quote, an escape or a
+ * control byte at every offset of a word, and in the bytes after the
+ * last whole word, is found where it is
+ */
+static void
+test_every_offset(void **state)
+{
+    static const struct {
+        const char  *json;          /* what follows the run, in the JSON */
+        const char  *copy;          /* in the line; NULL: left to JSON */
+    } tails[] = {
+        { "\"",          "" },
+        { "\\\"x\"",     "\"x" },
+        { "\\\\x\"",     "\\\\x" },
+        { "\\t\"",       "\\t" },
+        { "\\u00e9\"",   "\xc3\xa9" },
+        { "\x01\"",      NULL },
+    };
+
+    char      json[256], line[1024], want[256], run[32];
+    size_t    k, t, n;
+
+    (void) state;
+
+    for (k = 0; k < 20; k++) {
+        memset(run, 'a', k);
+        run[k] = '\0';
+
+        for (t = 0; t < sizeof(tails) / sizeof(tails[0]); t++) {
+            snprintf(json, sizeof(json),
+                     "{\"request_id\":\"%s%s,\"limits\":[{\"tz\":\"%s\\\\\"}]}",
+                     run, tails[t].json, run);
+
+            n = copy(line, sizeof(line), json);
+
+            if (tails[t].copy == NULL) {
+                assert_int_equal(n, 0);
+                continue;
+            }
+
+            snprintf(want, sizeof(want),
+                     "%s%s\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t"
+                     "\\N\t\\N\t\\N\t\\N\t[{\"tz\":\"%s\\\\\\\\\"}]\t\\N\t\\N\t\\N\n",
+                     run, tails[t].copy, run);
+
+            assert_string_equal(line, want);
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -179,6 +231,7 @@ main(void)
         cmocka_unit_test(test_missing_repeated_unknown),
         cmocka_unit_test(test_left_to_json),
         cmocka_unit_test(test_random_rows),
+        cmocka_unit_test(test_every_offset),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
