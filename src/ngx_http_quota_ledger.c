@@ -4,10 +4,12 @@
  * Rows wait in memory already framed as spool records, so the same bytes
  * can go either way: to PostgreSQL as one batch, or to the worker's spool
  * file with a single write when PostgreSQL is down, slow, or the queue is
- * over its bound.  A batch is COPY data: each row's JSON turned into a
- * line of COPY's text format (quota_copy.h) and sent in one round trip
- * with the statements that stage and ingest it (migrations/014), so that
- * PostgreSQL parses no JSON array.  A batch with a row that cannot be
+ * over its bound.  A record holds the row's JSON and its line of COPY's
+ * text format, written as the row was queued (quota_row_copy()); a batch
+ * is those lines, sent in one round trip with the statements that stage
+ * and ingest them (migrations/014), so that PostgreSQL parses no JSON
+ * array and the worker parses nothing.  A record of JSON alone (a spool
+ * from an older nginx) gets its line from its JSON (quota_copy.h).  A batch with a row that cannot be
  * turned so, and every batch against a schema without quota.ingest(),
  * goes as `SELECT quota.record_batch($1)` with the rows as a JSON array.
  * A batch whose fate is unknown (the connection died with it, the worker
@@ -498,8 +500,8 @@ ngx_http_quota_ledger_copy_data(ngx_http_quota_ledger_t *lg,
     ngx_http_quota_buf_t *records)
 {
     u_char        *p;
-    size_t         len, used, skip, n;
-    const u_char  *payload;
+    size_t         len, used, skip, n, line_len;
+    const u_char  *payload, *line;
 
     lg->json.len = 0;
 
@@ -517,6 +519,15 @@ ngx_http_quota_ledger_copy_data(ngx_http_quota_ledger_t *lg,
 
     for (used = 0; used < records->len; used += skip) {
         skip = quota_spool_payload(records->data + used, &payload, &len);
+
+        /* a row with its line made as it was queued; else from its JSON */
+
+        len = quota_copy_split(payload, len, &line, &line_len);
+
+        if (line) {
+            p = ngx_cpymem(p, line, line_len);
+            continue;
+        }
 
         n = quota_copy_row(p, payload, len);
         if (n == 0) {
@@ -542,8 +553,8 @@ ngx_http_quota_ledger_json_array(ngx_http_quota_ledger_t *lg,
     ngx_http_quota_buf_t *records)
 {
     u_char        *p;
-    size_t         len, used, skip;
-    const u_char  *payload;
+    size_t         len, used, skip, line_len;
+    const u_char  *payload, *line;
 
     lg->json.len = 0;
 
@@ -556,6 +567,7 @@ ngx_http_quota_ledger_json_array(ngx_http_quota_ledger_t *lg,
 
     for (used = 0; used < records->len; used += skip) {
         skip = quota_spool_payload(records->data + used, &payload, &len);
+        len = quota_copy_split(payload, len, &line, &line_len);
 
         if (p > lg->json.data + 1) {
             *p++ = ',';

@@ -338,7 +338,7 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     ngx_str_t                    model;
     char                        *json;
-    size_t                       len, size;
+    size_t                       len, size, max, line;
     ngx_uint_t                   i;
     quota_row_t                  row;
     ngx_str_t                   *id;
@@ -412,29 +412,45 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
         row.nalerts = ctx->conf->alerts->nelts;
     }
 
-    /* one pass into a buffer the row cannot outgrow */
+    /*
+     * the row's JSON, a newline, and its COPY line, one pass each into a
+     * buffer the row cannot outgrow: the spool and the JSON path read the
+     * JSON, a batch sends the line as it is (ngx_http_quota_ledger.h)
+     */
 
     size = quota_row_json_max(&row);
+    max = quota_row_copy_max(&row);
 
-    json = ngx_pnalloc(r->pool, size);
+    json = ngx_pnalloc(r->pool, size + 1 + max);
     if (json == NULL) {
         return;
     }
 
     len = quota_row_json(json, size, &row);
 
-    if (len > size) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "quota: ledger row of %uz bytes over its bound %uz",
-                      len, size);
+    if (len <= size) {
+        json[len++] = '\n';
+        line = quota_row_copy(json + len, max, &row);
 
-        json = ngx_pnalloc(r->pool, len);
-        if (json == NULL) {
+        if (line <= max) {
+            ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json,
+                                      len + line);
             return;
         }
-
-        (void) quota_row_json(json, len, &row);
     }
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "quota: ledger row over its bound %uz, sent as JSON",
+                  size);
+
+    len = quota_row_json(NULL, 0, &row);
+
+    json = ngx_pnalloc(r->pool, len);
+    if (json == NULL) {
+        return;
+    }
+
+    (void) quota_row_json(json, len, &row);
 
     ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json, len);
 }

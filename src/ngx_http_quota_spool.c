@@ -17,6 +17,7 @@
 
 #include "ngx_http_quota_spool.h"
 #include "ngx_http_quota_metrics.h"
+#include "quota_copy.h"
 
 
 /* a replayed batch is at most this: the ledger takes big batches far
@@ -209,9 +210,9 @@ void
 ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
     ngx_http_quota_buf_t *records)
 {
-    size_t         len, used, skip;
+    size_t         len, used, skip, line_len;
     ngx_fd_t       fd;
-    const u_char  *payload;
+    const u_char  *payload, *line;
     u_char         name[NGX_MAX_PATH];
 
     ngx_snprintf(name, NGX_MAX_PATH, "%V/rejected-%P.jsonl%Z", &sp->dir,
@@ -226,8 +227,11 @@ ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
         return;
     }
 
+    /* the rows' JSON, a line each, for support to read */
+
     for (used = 0; used < records->len; used += skip) {
         skip = quota_spool_payload(records->data + used, &payload, &len);
+        len = quota_copy_split(payload, len, &line, &line_len);
 
         if (write(fd, payload, len) != (ssize_t) len
             || write(fd, "\n", 1) != 1)

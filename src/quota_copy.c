@@ -687,3 +687,27 @@ quota_copy_row(unsigned char *dst, const unsigned char *json, size_t len)
 
     return d - dst;
 }
+
+
+size_t
+quota_copy_split(const unsigned char *row, size_t len,
+    const unsigned char **line, size_t *line_len)
+{
+    const unsigned char  *nl;
+
+    *line = NULL;
+    *line_len = 0;
+
+    nl = memchr(row, '\n', len);
+
+    /* a line is whole: it ends with its own newline */
+
+    if (nl == NULL || nl + 1 == row + len || row[len - 1] != '\n') {
+        return nl ? (size_t) (nl - row) : len;
+    }
+
+    *line = nl + 1;
+    *line_len = row + len - (nl + 1);
+
+    return nl - row;
+}

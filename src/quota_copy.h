@@ -30,4 +30,13 @@
 size_t quota_copy_row(unsigned char *dst, const unsigned char *json,
     size_t len);
 
+/*
+ * A queued or spooled row: its JSON, and, when nginx wrote both, a
+ * newline and its COPY line (quota_row_copy(); JSON holds no newline).
+ * Returns the JSON's length; *line and *line_len give the line, or NULL
+ * and 0 for a row of JSON alone, whose line quota_copy_row() makes.
+ */
+size_t quota_copy_split(const unsigned char *row, size_t len,
+    const unsigned char **line, size_t *line_len);
+
 #endif /* QUOTA_COPY_H */

@@ -91,35 +91,41 @@ static const char  quota_redis_cmd_pairs[] =
 size_t
 quota_redis_cmd_int(char *buf, int64_t v)
 {
-    char      tmp[21];
-    size_t    n;
-    uint64_t  u, r;
+    char      *d;
+    size_t     n;
+    uint64_t   u, r, t;
 
-    n = sizeof(tmp);
     u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
+
+    /* the length first, then the digits from the last, two at a time */
+
+    for (n = 1, t = u; t >= 10000; t /= 10000) {
+        n += 4;
+    }
+
+    n += (t >= 10) + (t >= 100) + (t >= 1000) + (v < 0);
+    d = buf + n;
 
     while (u >= 100) {
         r = (u % 100) * 2;
         u /= 100;
-        tmp[--n] = quota_redis_cmd_pairs[r + 1];
-        tmp[--n] = quota_redis_cmd_pairs[r];
+        *--d = quota_redis_cmd_pairs[r + 1];
+        *--d = quota_redis_cmd_pairs[r];
     }
 
     if (u >= 10) {
-        tmp[--n] = quota_redis_cmd_pairs[u * 2 + 1];
-        tmp[--n] = quota_redis_cmd_pairs[u * 2];
+        *--d = quota_redis_cmd_pairs[u * 2 + 1];
+        *--d = quota_redis_cmd_pairs[u * 2];
 
     } else {
-        tmp[--n] = (char) ('0' + u);
+        *--d = (char) ('0' + u);
     }
 
     if (v < 0) {
-        tmp[--n] = '-';
+        *--d = '-';
     }
 
-    memcpy(buf, tmp + n, sizeof(tmp) - n);
-
-    return sizeof(tmp) - n;
+    return n;
 }
 
 

@@ -1,7 +1,8 @@
 /*
  * A ledger row: what one gated request spent, in the JSON form that
  * quota.record_spend() takes (docs/ledger-contract.md) and that the spool
- * keeps while PostgreSQL is away.  Pure C, no nginx.
+ * keeps while PostgreSQL is away, and as the COPY line a batch sends.
+ * Pure C, no nginx.
  */
 
 #ifndef QUOTA_ROW_H
@@ -73,6 +74,16 @@ size_t quota_row_json(char *buf, size_t size, const quota_row_t *row);
  * writing it, so that the row is written in one pass
  */
 size_t quota_row_json_max(const quota_row_t *row);
+
+/*
+ * the row as one line of COPY text, '\n' included, snprintf-like: the
+ * line quota_copy_row() makes of quota_row_json()'s JSON
+ * (quota_copy.h), written without it
+ */
+size_t quota_row_copy(char *buf, size_t size, const quota_row_t *row);
+
+/* a size quota_row_copy() never exceeds for this row */
+size_t quota_row_copy_max(const quota_row_t *row);
 
 /*
  * display form of a scope id: its bytes, but "%", "/", "=", control bytes

@@ -10,6 +10,7 @@ use lib 't/lib';
 use Test::Quota;
 use POSIX ();
 use Time::HiRes qw(sleep);
+use Compress::Zlib ();
 
 plan skip_all => 'PostgreSQL is not installed' unless pg_available();
 
@@ -378,6 +379,42 @@ subtest 'nginx -s reload and -s quit under load lose no row' => sub {
       or diag(events('bulk') - $before);
 };
 
+
+subtest 'a spool an older nginx wrote, its rows as JSON alone, is replayed' => sub {
+    # records as quota_spool_encode() frames them: "QSR1", the payload's
+    # length and CRC-32, little-endian, then the payload: a row's JSON,
+    # without the COPY line this nginx writes after it
+    my $now = time() * 1000;
+    my $file = "$SPOOL/quota-4000000.spool";
+    open my $fh, '>:raw', $file or die "$file: $!";
+    for my $i (1 .. 3) {
+        my $json = qq({"request_id":"old-spool-$i","ts_ms":$now,"host":"web-0",)
+                 . qq("resource_type":"bulk","scope_names":["tenant"],)
+                 . qq("scope_ids":["old\\"spool"],"decision":"allowed",)
+                 . qq("estimated_micros":100,"actual_micros":${i}00,)
+                 . qq("upstream_status":200,"http_status":200,"model":null,)
+                 . qq("prompt_tokens":null,"completion_tokens":null,)
+                 . qq("cached_tokens":null,"epoch":null,)
+                 . qq("limits":[{"depth":1,"period":"day","limit_micros":50000000}],)
+                 . qq("alerts":[]});
+        print $fh 'QSR1', pack('V V', length $json, Compress::Zlib::crc32($json)), $json;
+    }
+    close $fh;
+    chmod 0666, $file;                # the workers' user opens it to replay
+
+    # new workers look for spools to replay as they start
+    ok(nginx_reload(%CONF), 'reloaded');
+    ok(wait_for(sub { rows(q{SELECT count(*) FROM quota.spend_events
+                              WHERE request_id LIKE 'old-spool-%'}) == 3 }, 10),
+       'its rows are in the ledger');
+    is(rows(q{SELECT string_agg(scope_ids[1] || ' ' || actual_micros, ',' ORDER BY request_id)
+                FROM quota.spend_events WHERE request_id LIKE 'old-spool-%'}),
+       'old"spool 100,old"spool 200,old"spool 300', 'each as it was written');
+    is(rows(q{SELECT sum(spend_micros) FROM quota.window_totals
+               WHERE resource_type = 'bulk' AND scope_path = 'tenant=old"spool'
+                 AND period = 'day'}), 600, 'and counted in its window once');
+    ok(wait_for(sub { !-e $file }, 5), 'and the file removed');
+};
 
 subtest 'a busy writer defers windows; merged, exact, once the load ends' => sub {
     my $rows = events('bulk');

@@ -222,6 +222,41 @@ test_every_offset(void **state)
 }
 
 
+/* a queued row: its JSON alone, or its JSON, a newline and its line */
+static void
+test_split(void **state)
+{
+    static const char  both[] = "{\"request_id\":\"a\"}\na\t\\N\n";
+    static const char  json[] = "{\"request_id\":\"a\"}";
+    static const char  torn[] = "{\"request_id\":\"a\"}\na\t\\N";
+
+    size_t                n, len;
+    const unsigned char  *line;
+
+    (void) state;
+
+    n = quota_copy_split(U(both), sizeof(both) - 1, &line, &len);
+    assert_int_equal(n, sizeof(json) - 1);
+    assert_non_null(line);
+    assert_int_equal(len, 5);
+    assert_memory_equal(line, "a\t\\N\n", 5);
+
+    n = quota_copy_split(U(json), sizeof(json) - 1, &line, &len);
+    assert_int_equal(n, sizeof(json) - 1);
+    assert_null(line);
+    assert_int_equal(len, 0);
+
+    /* a line without its newline is no line: the JSON makes one */
+    n = quota_copy_split(U(torn), sizeof(torn) - 1, &line, &len);
+    assert_int_equal(n, sizeof(json) - 1);
+    assert_null(line);
+
+    n = quota_copy_split(U("{}\n"), 3, &line, &len);
+    assert_int_equal(n, 2);
+    assert_null(line);
+}
+
+
 int
 main(void)
 {
@@ -232,6 +267,7 @@ main(void)
         cmocka_unit_test(test_left_to_json),
         cmocka_unit_test(test_random_rows),
         cmocka_unit_test(test_every_offset),
+        cmocka_unit_test(test_split),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
