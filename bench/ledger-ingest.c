@@ -4,12 +4,12 @@
  *
  *   ledger-ingest CONNINFO ROWS BATCH copy|later|json [TENANTS USERS]
  *
- * Rows are made by quota_row_json() as the log phase makes them (tenant
- * and user scopes, a day limit on each, TENANTS x USERS scope ids spread
- * over the rows as bench/wrk/tenants.lua spreads requests: every pair
- * once before any comes again, so a batch of 5000 has 5000 users and
- * adds to some 6000 windows); "copy" sends
- * each batch as the ledger writer does (quota_copy_row(), then one simple
+ * Rows are made by quota_row_json() and quota_row_copy() as the log phase
+ * makes them (tenant and user scopes, a day limit on each, TENANTS x USERS
+ * scope ids spread over the rows as bench/wrk/tenants.lua spreads
+ * requests: every pair once before any comes again, so a batch of 5000
+ * has 5000 users and adds to some 6000 windows); "copy" sends
+ * each batch as the ledger writer does (the rows' lines, then one simple
  * query: quota.ingest_stage(); COPY pg_temp.quota_ingest FROM STDIN;
  * quota.ingest()), "later" the same, deferred as nginx defers a full
  * batch (set_config('quota.merge', 'later', true) first) and merged as
@@ -29,7 +29,6 @@
 
 #include <libpq-fe.h>
 
-#include "quota_copy.h"
 #include "quota_row.h"
 
 
@@ -111,13 +110,9 @@ build(gen_t *g, char *data, int from, int n)
         g->row.ts_ms = g->ts + i / 50;
 
         if (g->copy) {
-            len = quota_row_json(g->json, g->jsize, &g->row);
-            len = quota_copy_row((unsigned char *) data + used,
-                                 (unsigned char *) g->json, len);
-            if (len == 0) {
-                fprintf(stderr, "row %d: no COPY line\n", i);
-                exit(1);
-            }
+            /* the line and the JSON, as the log phase queues a row */
+            (void) quota_row_json(g->json, g->jsize, &g->row);
+            len = quota_row_copy(data + used, g->jsize - used, &g->row);
 
         } else {
             if (i > from) {
