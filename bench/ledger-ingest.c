@@ -4,8 +4,8 @@
  *
  *   ledger-ingest CONNINFO ROWS BATCH copy|later|json [TENANTS USERS]
  *
- * Rows are made by quota_row_json() and quota_row_copy() as the log phase
- * makes them (tenant and user scopes, a day limit on each, TENANTS x USERS
+ * Rows are made by quota_row_copy() ("json": quota_row_json()) as the log
+ * phase makes them (tenant and user scopes, a day limit on each, TENANTS x USERS
  * scope ids spread over the rows as bench/wrk/tenants.lua spreads
  * requests: every pair once before any comes again, so a batch of 5000
  * has 5000 users and adds to some 6000 windows); "copy" sends
@@ -79,7 +79,6 @@ typedef struct {
     quota_row_t         row;
     quota_scope_ref_t   scopes[2];
     char                id[64], tenant[16], user[16];
-    char               *json;
     size_t              jsize;
 } gen_t;
 
@@ -110,8 +109,7 @@ build(gen_t *g, char *data, int from, int n)
         g->row.ts_ms = g->ts + i / 50;
 
         if (g->copy) {
-            /* the line and the JSON, as the log phase queues a row */
-            (void) quota_row_json(g->json, g->jsize, &g->row);
+            /* the line, as the log phase queues a row */
             len = quota_row_copy(data + used, g->jsize - used, &g->row);
 
         } else {
@@ -240,13 +238,12 @@ main(int argc, char **argv)
     }
 
     g.jsize = (size_t) batch * 2048 + 16;
-    g.json = malloc(g.jsize);
     data[0] = malloc(g.jsize);
     data[1] = malloc(g.jsize);
     nb = (rows + batch - 1) / batch;
     times = calloc(nb, sizeof(double));
 
-    if (g.json == NULL || data[0] == NULL || data[1] == NULL || times == NULL) {
+    if (data[0] == NULL || data[1] == NULL || times == NULL) {
         return 1;
     }
 

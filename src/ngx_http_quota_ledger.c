@@ -4,14 +4,15 @@
  * Rows wait in memory already framed as spool records, so the same bytes
  * can go either way: to PostgreSQL as one batch, or to the worker's spool
  * file with a single write when PostgreSQL is down, slow, or the queue is
- * over its bound.  A record holds the row's JSON and its line of COPY's
- * text format, written as the row was queued (quota_row_copy()); a batch
- * is those lines, sent in one round trip with the statements that stage
- * and ingest them (migrations/014), so that PostgreSQL parses no JSON
- * array and the worker parses nothing.  A record of JSON alone (a spool
- * from an older nginx) gets its line from its JSON (quota_copy.h).  A batch with a row that cannot be
- * turned so, and every batch against a schema without quota.ingest(),
- * goes as `SELECT quota.record_batch($1)` with the rows as a JSON array.
+ * over its bound.  A record is the row's line of COPY's text format,
+ * written as the row was queued (quota_row_copy()); a batch is those
+ * lines, sent in one round trip with the statements that stage and ingest
+ * them (migrations/014), so that PostgreSQL parses no JSON array and the
+ * worker parses nothing.  A record of JSON (a spool an older nginx wrote)
+ * gets its line from its JSON (quota_copy.h).  A batch with a row that
+ * cannot be turned so, and every batch against a schema without
+ * quota.ingest(), goes as `SELECT quota.record_batch($1)` with the rows
+ * as a JSON array, lines turned back into JSON (quota_copy_json()).
  * A batch whose fate is unknown (the connection died with it, the worker
  * is exiting) is spooled as well: the ledger ignores rows it already has,
  * so a row may be written twice but is never counted twice.  When the
@@ -558,7 +559,14 @@ ngx_http_quota_ledger_json_array(ngx_http_quota_ledger_t *lg,
 
     lg->json.len = 0;
 
-    if (ngx_http_quota_buf_reserve(&lg->json, records->len + 3) != NGX_OK) {
+    /* quota_copy_json_max() of each row, summed: rows may be lines */
+
+    if (ngx_http_quota_buf_reserve(&lg->json,
+                                   6 * records->len
+                                   + records->rows * quota_copy_json_max(0)
+                                   + 3)
+        != NGX_OK)
+    {
         return NULL;
     }
 
@@ -573,7 +581,13 @@ ngx_http_quota_ledger_json_array(ngx_http_quota_ledger_t *lg,
             *p++ = ',';
         }
 
-        p = ngx_cpymem(p, payload, len);
+        if (len) {
+            p = ngx_cpymem(p, payload, len);
+
+        } else {
+            p += quota_copy_json((char *) p, quota_copy_json_max(line_len),
+                                 line, line_len);
+        }
     }
 
     *p++ = ']';

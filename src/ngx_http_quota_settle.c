@@ -337,8 +337,8 @@ static void
 ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
 {
     ngx_str_t                    model;
-    char                        *json;
-    size_t                       len, size, max, line;
+    char                        *line;
+    size_t                       len, size;
     ngx_uint_t                   i;
     quota_row_t                  row;
     ngx_str_t                   *id;
@@ -413,46 +413,34 @@ ngx_http_quota_settle_ledger(ngx_http_request_t *r, ngx_http_quota_ctx_t *ctx)
     }
 
     /*
-     * the row's JSON, a newline, and its COPY line, one pass each into a
-     * buffer the row cannot outgrow: the spool and the JSON path read the
-     * JSON, a batch sends the line as it is (ngx_http_quota_ledger.h)
+     * the row's COPY line, in one pass into a buffer the row cannot
+     * outgrow: a batch sends it as it is, and the rare reader that wants
+     * JSON makes it from the line (quota_copy.h)
      */
 
-    size = quota_row_json_max(&row);
-    max = quota_row_copy_max(&row);
+    size = quota_row_copy_max(&row);
 
-    json = ngx_pnalloc(r->pool, size + 1 + max);
-    if (json == NULL) {
+    line = ngx_pnalloc(r->pool, size);
+    if (line == NULL) {
         return;
     }
 
-    len = quota_row_json(json, size, &row);
+    len = quota_row_copy(line, size, &row);
 
-    if (len <= size) {
-        json[len++] = '\n';
-        line = quota_row_copy(json + len, max, &row);
+    if (len > size) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "quota: ledger row of %uz bytes over its bound %uz",
+                      len, size);
 
-        if (line <= max) {
-            ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json,
-                                      len + line);
+        line = ngx_pnalloc(r->pool, len);
+        if (line == NULL) {
             return;
         }
+
+        (void) quota_row_copy(line, len, &row);
     }
 
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "quota: ledger row over its bound %uz, sent as JSON",
-                  size);
-
-    len = quota_row_json(NULL, 0, &row);
-
-    json = ngx_pnalloc(r->pool, len);
-    if (json == NULL) {
-        return;
-    }
-
-    (void) quota_row_json(json, len, &row);
-
-    ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) json, len);
+    ngx_http_quota_ledger_add(qmcf->ledger, (u_char *) line, len);
 }
 
 

@@ -213,6 +213,7 @@ ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
     size_t         len, used, skip, line_len;
     ngx_fd_t       fd;
     const u_char  *payload, *line;
+    u_char        *json;
     u_char         name[NGX_MAX_PATH];
 
     ngx_snprintf(name, NGX_MAX_PATH, "%V/rejected-%P.jsonl%Z", &sp->dir,
@@ -233,13 +234,29 @@ ngx_http_quota_spool_set_aside(ngx_http_quota_spool_t *sp,
         skip = quota_spool_payload(records->data + used, &payload, &len);
         len = quota_copy_split(payload, len, &line, &line_len);
 
+        json = NULL;
+
+        if (len == 0) {
+            json = ngx_alloc(quota_copy_json_max(line_len), sp->log);
+            if (json == NULL) {
+                break;
+            }
+
+            len = quota_copy_json((char *) json, quota_copy_json_max(line_len),
+                                  line, line_len);
+            payload = json;
+        }
+
         if (write(fd, payload, len) != (ssize_t) len
             || write(fd, "\n", 1) != 1)
         {
             ngx_log_error(NGX_LOG_ALERT, sp->log, ngx_errno,
                           "quota: write to \"%s\" failed", name);
+            ngx_free(json);
             break;
         }
+
+        ngx_free(json);
     }
 
     (void) ngx_close_file(fd);

@@ -18,12 +18,6 @@
 #define QUOTA_COPY_DEPTH  32
 
 typedef enum {
-    QUOTA_COPY_SCALAR = 0,       /* text or integer */
-    QUOTA_COPY_ARRAY,            /* text[] or integer[] */
-    QUOTA_COPY_JSON              /* jsonb */
-} quota_copy_kind_e;
-
-typedef enum {
     QUOTA_JSON_NONE = 0,         /* the row lacks it: NULL */
     QUOTA_JSON_NULL,
     QUOTA_JSON_STRING,
@@ -31,12 +25,6 @@ typedef enum {
     QUOTA_JSON_ARRAY,
     QUOTA_JSON_OTHER             /* an object */
 } quota_json_type_e;
-
-typedef struct {
-    const char          *name;
-    size_t               len;
-    quota_copy_kind_e    kind;
-} quota_copy_column_t;
 
 typedef struct {
     const unsigned char  *start;
@@ -48,26 +36,26 @@ typedef struct {
 
 #define C(name, kind)  { name, sizeof(name) - 1, kind }
 
-static const quota_copy_column_t  quota_copy_columns[QUOTA_COPY_COLUMNS] = {
-    C("request_id", QUOTA_COPY_SCALAR),
-    C("ts_ms", QUOTA_COPY_SCALAR),
-    C("host", QUOTA_COPY_SCALAR),
-    C("resource_type", QUOTA_COPY_SCALAR),
+const quota_copy_column_t  quota_copy_columns[QUOTA_COPY_COLUMNS] = {
+    C("request_id", QUOTA_COPY_TEXT),
+    C("ts_ms", QUOTA_COPY_INTEGER),
+    C("host", QUOTA_COPY_TEXT),
+    C("resource_type", QUOTA_COPY_TEXT),
     C("scope_names", QUOTA_COPY_ARRAY),
     C("scope_ids", QUOTA_COPY_ARRAY),
-    C("decision", QUOTA_COPY_SCALAR),
-    C("estimated_micros", QUOTA_COPY_SCALAR),
-    C("actual_micros", QUOTA_COPY_SCALAR),
-    C("upstream_status", QUOTA_COPY_SCALAR),
-    C("http_status", QUOTA_COPY_SCALAR),
-    C("model", QUOTA_COPY_SCALAR),
-    C("prompt_tokens", QUOTA_COPY_SCALAR),
-    C("completion_tokens", QUOTA_COPY_SCALAR),
-    C("cached_tokens", QUOTA_COPY_SCALAR),
+    C("decision", QUOTA_COPY_TEXT),
+    C("estimated_micros", QUOTA_COPY_INTEGER),
+    C("actual_micros", QUOTA_COPY_INTEGER),
+    C("upstream_status", QUOTA_COPY_INTEGER),
+    C("http_status", QUOTA_COPY_INTEGER),
+    C("model", QUOTA_COPY_TEXT),
+    C("prompt_tokens", QUOTA_COPY_INTEGER),
+    C("completion_tokens", QUOTA_COPY_INTEGER),
+    C("cached_tokens", QUOTA_COPY_INTEGER),
     C("limits", QUOTA_COPY_JSON),
-    C("epoch", QUOTA_COPY_SCALAR),
+    C("epoch", QUOTA_COPY_INTEGER),
     C("alerts", QUOTA_COPY_ARRAY),
-    C("tokens", QUOTA_COPY_SCALAR)
+    C("tokens", QUOTA_COPY_INTEGER)
 };
 
 #undef C
@@ -644,7 +632,7 @@ quota_copy_row(unsigned char *dst, const unsigned char *json, size_t len)
             continue;
 
         case QUOTA_JSON_STRING:
-            if (quota_copy_columns[i].kind == QUOTA_COPY_SCALAR) {
+            if (quota_copy_columns[i].kind <= QUOTA_COPY_INTEGER) {
                 d = quota_copy_string_text(d, p, v, values[i].escaped, 0);
                 if (d == NULL) {
                     return 0;
@@ -654,7 +642,7 @@ quota_copy_row(unsigned char *dst, const unsigned char *json, size_t len)
             break;
 
         case QUOTA_JSON_RAW:
-            if (quota_copy_columns[i].kind == QUOTA_COPY_SCALAR) {
+            if (quota_copy_columns[i].kind <= QUOTA_COPY_INTEGER) {
                 d = (unsigned char *) memcpy(d, p, v - p) + (v - p);
                 continue;
             }
@@ -697,6 +685,14 @@ quota_copy_split(const unsigned char *row, size_t len,
 
     *line = NULL;
     *line_len = 0;
+
+    /* a line alone: what this nginx queues and spools */
+
+    if (len && row[0] != '{' && row[len - 1] == '\n') {
+        *line = row;
+        *line_len = len;
+        return 0;
+    }
 
     nl = memchr(row, '\n', len);
 

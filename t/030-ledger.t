@@ -450,6 +450,46 @@ subtest 'a busy writer defers windows; merged, exact, once the load ends' => sub
 };
 
 
+subtest 'against a schema without 014\'s staging, batches go as JSON' => sub {
+    my $offset = error_log_offset();
+    # the COPY statement meets no quota.ingest_stage(), as against a
+    # schema before 014; quota.record_batch() still finds it
+    psql(<<'_SQL_');
+ALTER FUNCTION quota.ingest_stage() RENAME TO ingest_stage_kept;
+CREATE FUNCTION quota.ingest_stage() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_query() LIKE '%COPY pg_temp.quota_ingest%' THEN
+        RAISE EXCEPTION 'function quota.ingest_stage() does not exist'
+              USING ERRCODE = 'undefined_function';
+    END IF;
+    PERFORM quota.ingest_stage_kept();
+END
+$$;
+GRANT EXECUTE ON FUNCTION quota.ingest_stage() TO quota_nginx;
+_SQL_
+
+    # the queued COPY lines turned back into JSON: a quote in the id too
+    my $before = events('bulk');
+    my $got = load(clients => 5, total => 100, uri => '/bulk',
+                   headers => { 'X-Tenant-Id' => 'json"path' })->();
+    is($got->{200}, 100, 'every request answered');
+    ok(wait_for(sub { events('bulk') == $before + 100 }, 20),
+       'every row in the ledger, through quota.record_batch()')
+      or diag(events('bulk') - $before);
+    like(error_log_since($offset), qr/batches go as JSON/, 'as the error log says');
+    is(rows(q{SELECT count(*) || ' ' || sum(actual_micros) FROM quota.spend_events
+               WHERE scope_ids = ARRAY['json"path']}), '100 1000000',
+       'each row once, with its id and cost');
+    is(rows(q{SELECT spend_micros FROM quota.window_totals
+               WHERE resource_type = 'bulk' AND scope_path = 'tenant=json"path'
+                 AND period = 'day'}), 1000000, 'and counted in its window');
+
+    psql(q{DROP FUNCTION quota.ingest_stage();
+           ALTER FUNCTION quota.ingest_stage_kept() RENAME TO ingest_stage});
+};
+
+
 subtest 'a crashed worker loses at most its unflushed batch' => sub {
     my $before = events('bulk');
     pg_stop();

@@ -98,7 +98,7 @@ subtest 'spool directory unwritable (chmod 000) while PostgreSQL is down' => sub
 
 subtest 'spool on a full tmpfs while PostgreSQL is down' => sub {
     my $uid = (getpwnam 'nobody')[2];
-    system('mount', '-t', 'tmpfs', '-o', "size=64k,mode=0700,uid=$uid",
+    system('mount', '-t', 'tmpfs', '-o', "size=32k,mode=0700,uid=$uid",
            'tmpfs', $SPOOL) == 0 or BAIL_OUT("mount tmpfs on $SPOOL failed");
 
     nginx_start(conf());

@@ -222,7 +222,8 @@ test_every_offset(void **state)
 }
 
 
-/* a queued row: its JSON alone, or its JSON, a newline and its line */
+/* a queued row: its line alone, its JSON alone, or its JSON, a newline
+ * and its line */
 static void
 test_split(void **state)
 {
@@ -254,6 +255,12 @@ test_split(void **state)
     n = quota_copy_split(U("{}\n"), 3, &line, &len);
     assert_int_equal(n, 2);
     assert_null(line);
+
+    /* a line alone, as this nginx queues it: no JSON */
+    n = quota_copy_split(U("a\t\\N\n"), 5, &line, &len);
+    assert_int_equal(n, 0);
+    assert_non_null(line);
+    assert_int_equal(len, 5);
 }
 
 

@@ -4,7 +4,8 @@
  * the row's JSON, for the contract row, for rows with every field set or
  * absent, and for random ids, hosts, meters and models full of odd bytes;
  * it never writes past quota_row_copy_max(), and a short buffer still
- * gets the length the whole line needs.
+ * gets the length the whole line needs.  quota_copy_json() turns the line
+ * back into JSON that jansson reads and that gives the same line again.
  */
 
 #include "row_helpers.h"
@@ -16,8 +17,9 @@
 static size_t
 same_line(const quota_row_t *r)
 {
-    char    *json, *want, *line;
-    size_t   len, n, m, max;
+    char     *json, *want, *line, *back;
+    size_t    len, n, m, max;
+    json_t   *loaded;
 
     json = row_json(r, &len);
 
@@ -45,6 +47,24 @@ same_line(const quota_row_t *r)
     assert_memory_equal(line, want, n / 2);
     assert_int_equal((unsigned char) line[n / 2], CANARY);
 
+    /* and back: the JSON of the line is JSON, and gives the line again */
+    back = malloc(quota_copy_json_max(n) + 1);
+    assert_non_null(back);
+    memset(back, CANARY, quota_copy_json_max(n) + 1);
+    len = quota_copy_json(back, quota_copy_json_max(n), U(want), n);
+    assert_true(len <= quota_copy_json_max(n));
+    assert_int_equal((unsigned char) back[len], CANARY);
+    assert_int_equal(quota_copy_json(NULL, 0, U(want), n), len);
+
+    loaded = json_loadb(back, len, 0, NULL);
+    assert_non_null(loaded);
+    json_decref(loaded);
+
+    m = quota_copy_row((unsigned char *) line, U(back), len);
+    assert_int_equal(m, n);
+    assert_memory_equal(line, want, n);
+
+    free(back);
     free(line);
     free(want);
     free(json);
